@@ -1,0 +1,80 @@
+"""Composition root: the middleware order, the lifespan that owns every client, admin routes.
+
+The request path, written once:
+    RequestContext -> RedisState -> RateLimit -> Cache -> router (admin | proxy)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Mount
+
+from gateway.admin import admin_routes
+from gateway.config import Settings
+from gateway.context import RedisStateMiddleware, RequestContextMiddleware
+from gateway.proxy import ProxyApp
+from gateway.redis_client import create_pipeline, create_redis, describe
+from gateway.runtime import Runtime
+from gateway.upstream import AiohttpUpstream
+
+log = logging.getLogger("gateway")
+
+
+def create_app(settings: Settings) -> Starlette:
+    runtime = Runtime(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await _open(runtime)
+        try:
+            yield
+        finally:
+            await _close(runtime)
+
+    middleware = [
+        Middleware(RequestContextMiddleware, runtime=runtime),
+        Middleware(RedisStateMiddleware, runtime=runtime),
+    ]
+    routes = [
+        Mount(settings.admin_prefix, routes=admin_routes(runtime)),
+        Mount("", app=ProxyApp(runtime)),
+    ]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.runtime = runtime
+    return app
+
+
+async def _open(runtime: Runtime) -> None:
+    settings = runtime.settings
+    runtime.upstream = AiohttpUpstream(
+        connect_timeout=settings.upstream_connect_timeout,
+        timeout=settings.upstream_timeout,
+        max_connections=settings.upstream_max_connections,
+    )
+    if settings.redis.configured:
+        runtime.redis = create_redis(settings.redis)
+        runtime.pipeline = create_pipeline(runtime.redis, settings.redis)
+        log.info("using redis at %s", describe(settings.redis))
+    else:
+        log.warning(
+            "no Redis configured: using the embedded in-process store; "
+            "cache and rate limits are per process"
+        )
+
+
+async def _close(runtime: Runtime) -> None:
+    if runtime.upstream is not None:
+        await runtime.upstream.aclose()
+    if runtime.pipeline is not None:
+        await runtime.pipeline.aclose()
+    if runtime.redis is not None:
+        await runtime.redis.aclose()
+
+
+def validate(settings: Settings) -> None:
+    """Checks that need the layers above config (limit syntax); raise ConfigError."""

@@ -1,0 +1,107 @@
+"""Command line: `python -m gateway [run]` serves; `python -m gateway check-config` validates.
+
+The environment is read once, here. Bad configuration ends the process before it serves, with
+one line that names the variable and never its value when the value is a secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+from gateway.config import Secret, Settings
+from gateway.errors import ConfigError
+
+log = logging.getLogger("gateway")
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    settings = Settings.from_env(environ)
+    from gateway.app import validate
+
+    validate(settings)
+    return settings
+
+
+def app_factory() -> Any:
+    """uvicorn's factory in every worker process (workers re-read the same environment)."""
+    from gateway.app import create_app
+
+    return create_app(load_settings(os.environ))
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return "**********"
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: _redacted(getattr(value, k)) for k in asdict(value)}
+    if isinstance(value, dict | Mapping):
+        return {str(k): _redacted(v) for k, v in value.items()}
+    if isinstance(value, tuple | list | frozenset | set):
+        return [_redacted(v) for v in (sorted(value) if isinstance(value, frozenset | set) else value)]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def check_config(settings: Settings) -> int:
+    import json
+
+    print(json.dumps(_redacted(settings), indent=2))
+    if settings.redis.configured:
+        from gateway.redis_client import create_redis, describe
+
+        async def ping() -> bool:
+            client = create_redis(settings.redis)
+            try:
+                return bool(await asyncio.wait_for(client.ping(), timeout=2))
+            except Exception:
+                return False
+            finally:
+                await client.aclose()
+
+        ok = asyncio.run(ping())
+        print(f"redis {describe(settings.redis)}: {'reachable' if ok else 'NOT reachable'}")
+    else:
+        print("redis: not configured (embedded in-process store)")
+    return 0
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    uvicorn.run(
+        "gateway.cli:app_factory", factory=True,
+        host=settings.host, port=settings.port, workers=settings.workers,
+        # The upstream's Date and Server pass through; uvicorn must not add its own.
+        server_header=False, date_header=False,
+        # Client identity through trusted proxies is the gateway's job (GATEWAY_TRUSTED_PROXIES).
+        proxy_headers=False,
+        access_log=False, log_config=None, lifespan="on",
+        loop="uvloop", http="httptools", timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    parser.add_argument("command", nargs="?", default="run", choices=("run", "check-config"))
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        return check_config(settings)
+    return serve(settings)

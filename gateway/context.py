@@ -1,0 +1,146 @@
+"""The outermost layer: request id, route, client identity, timing, access log, last-resort
+error handling, and headers other layers ask to add to the response."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.config import Route
+from gateway.errors import GatewayError, send_error, send_problem
+from gateway.http.headers import get
+from gateway.http.identity import client_address, is_trusted
+from gateway.runtime import Runtime
+
+log = logging.getLogger("gateway")
+access_log = logging.getLogger("gateway.access")
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+class RequestInfo:
+    """Per-request facts every layer reads; lives in `scope["gateway"]`."""
+
+    __slots__ = (
+        "cache_status", "client_ip", "extra_response_headers", "host", "peer_trusted",
+        "peer_ip", "request_id", "route", "scheme", "started", "status",
+    )
+
+    def __init__(
+        self, request_id: str, route: Route | None, client_ip: str, peer_ip: str,
+        peer_trusted: bool, scheme: str, host: str,
+    ) -> None:
+        self.request_id = request_id
+        self.route = route
+        self.client_ip = client_ip
+        self.peer_ip = peer_ip
+        self.peer_trusted = peer_trusted
+        self.scheme = scheme
+        self.host = host
+        self.started = time.perf_counter()
+        self.cache_status = ""
+        self.status = 0
+        self.extra_response_headers: list[tuple[bytes, bytes]] = []
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+        settings = runtime.settings
+        self.trusted = settings.trusted_proxies
+        self.admin_prefix = settings.admin_prefix.encode()
+        self.access_log = settings.access_log
+
+    def _info(self, scope: Scope) -> RequestInfo:
+        headers = scope["headers"]
+        given = get(headers, b"x-request-id")
+        request_id = (
+            given.decode() if given is not None and _REQUEST_ID.fullmatch(given)
+            else uuid.uuid4().hex
+        )
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        admin = raw_path == self.admin_prefix or raw_path.startswith(self.admin_prefix + b"/")
+        route = None if admin else self.runtime.routes.match(raw_path)
+        peer = scope["client"][0] if scope.get("client") else "0.0.0.0"
+        trusted = bool(self.trusted) and is_trusted(peer, self.trusted)
+        client = client_address(peer, get(headers, b"x-forwarded-for"), self.trusted) if trusted else peer
+        scheme = scope.get("scheme", "http")
+        host = get(headers, b"host") or b""
+        if trusted:
+            scheme = (get(headers, b"x-forwarded-proto") or scheme.encode()).decode("latin-1")
+            host = get(headers, b"x-forwarded-host") or host
+        return RequestInfo(
+            request_id, route, client, peer, trusted, scheme, host.decode("latin-1")
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        info = self._info(scope)
+        scope["gateway"] = info
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                info.status = message["status"]
+                extra = [(b"x-request-id", info.request_id.encode()), *info.extra_response_headers]
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except GatewayError as exc:
+            if started:
+                raise
+            await send_error(send_wrapper, exc, info.request_id, head=scope["method"] == "HEAD")
+        except Exception:
+            log.exception("unhandled error (request %s)", info.request_id)
+            if started:
+                raise
+            await send_problem(
+                send_wrapper, 500, "Internal Server Error", request_id=info.request_id
+            )
+        finally:
+            self._record(scope, info)
+
+    def _record(self, scope: Scope, info: RequestInfo) -> None:
+        route = info.route.name if info.route else "admin"
+        self.runtime.metrics.responses[(route, info.status)] += 1
+        if info.cache_status:
+            self.runtime.metrics.cache[info.cache_status] += 1
+        if self.access_log:
+            entry: dict[str, Any] = {
+                "ts": round(time.time(), 3), "request_id": info.request_id,
+                "client": info.client_ip, "method": scope["method"],
+                # the path only: query strings often carry tokens
+                "path": scope["path"], "route": route, "status": info.status,
+                "duration_ms": round((time.perf_counter() - info.started) * 1000, 2),
+            }
+            if info.cache_status:
+                entry["cache"] = info.cache_status
+            access_log.info(json.dumps(entry, separators=(",", ":")))
+
+
+class RedisStateMiddleware:
+    """Puts the worker's shared Redis client on the request: `request.state.redis`."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            state = scope.get("state")
+            if state is None:
+                scope["state"] = state = {}
+            state["redis"] = self.runtime.redis
+        await self.app(scope, receive, send)

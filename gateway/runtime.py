@@ -1,0 +1,37 @@
+"""What one worker shares between requests: settings and the clients built in the lifespan."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from gateway.config import Settings
+from gateway.routing import RouteTable
+
+if TYPE_CHECKING:
+    from gateway.batching import AutoPipeline
+    from gateway.redis_client import RedisClient
+    from gateway.upstream import AiohttpUpstream
+
+
+class Metrics:
+    """Plain counters, rendered in Prometheus text format by the admin endpoint."""
+
+    def __init__(self) -> None:
+        self.responses: Counter[tuple[str, int]] = Counter()  # (route, status)
+        self.cache: Counter[str] = Counter()  # HIT/MISS/STALE/...
+        self.ratelimit: Counter[str] = Counter()  # admitted/limited/shadow/failed
+
+
+class Runtime:
+    """Filled in by the lifespan (one per worker) and read by every middleware per request."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.routes = RouteTable(settings.routes)
+        self.metrics = Metrics()
+        self.redis: RedisClient | None = None
+        self.pipeline: AutoPipeline | None = None
+        self.upstream: AiohttpUpstream | None = None
+        self.cache_store: Any = None
+        self.limiter: Any = None
