@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, is_dataclass
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 from gateway.config import Secret, Settings
@@ -40,7 +40,7 @@ def _redacted(value: Any) -> Any:
     if isinstance(value, Secret):
         return "**********"
     if is_dataclass(value) and not isinstance(value, type):
-        return {k: _redacted(getattr(value, k)) for k in asdict(value)}
+        return {f.name: _redacted(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, dict | Mapping):
         return {str(k): _redacted(v) for k, v in value.items()}
     if isinstance(value, tuple | list | frozenset | set):
@@ -88,7 +88,9 @@ def serve(settings: Settings) -> int:
         # Client identity through trusted proxies is the gateway's job (GATEWAY_TRUSTED_PROXIES).
         proxy_headers=False,
         access_log=False, log_config=None, lifespan="on",
-        loop="uvloop", http="httptools", timeout_graceful_shutdown=10,
+        # httptools (llhttp) is the fast parser but knows only registered methods; h11 takes
+        # any method token (GATEWAY_HTTP_PARSER=h11) at a CPU cost.
+        loop="uvloop", http=settings.http_parser, timeout_graceful_shutdown=10,
     )
     return 0
 

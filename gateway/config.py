@@ -122,6 +122,7 @@ class Settings:
     trusted_proxies: tuple[Network, ...] = ()
     log_level: str = "info"
     access_log: bool = True
+    http_parser: str = "httptools"
     cache: CacheSettings = field(default_factory=CacheSettings)
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
     cache_memory_bytes: int = 64 * MiB

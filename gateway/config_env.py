@@ -177,6 +177,7 @@ def settings_from_env(environ: Mapping[str, str]) -> Settings:
         trusted_proxies=env.get("GATEWAY_TRUSTED_PROXIES", parse_cidrs, ()),
         log_level=env.get("GATEWAY_LOG_LEVEL", _choice(LOG_LEVELS), "info"),
         access_log=env.get("GATEWAY_ACCESS_LOG", parse_bool, True),
+        http_parser=env.get("GATEWAY_HTTP_PARSER", _choice(("httptools", "h11")), "httptools"),
         cache=cache,
         rate_limit=rate_limit,
         cache_memory_bytes=env.get("GATEWAY_CACHE_MEMORY_BYTES", _positive_int, 64 * 1024 * 1024),
