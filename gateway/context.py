@@ -27,8 +27,17 @@ class RequestInfo:
     """Per-request facts every layer reads; lives in `scope["gateway"]`."""
 
     __slots__ = (
-        "cache_status", "client_ip", "extra_response_headers", "host", "peer_trusted",
-        "peer_ip", "request_id", "route", "scheme", "started", "status",
+        "cache_status",
+        "client_ip",
+        "extra_response_headers",
+        "host",
+        "peer_ip",
+        "peer_trusted",
+        "request_id",
+        "route",
+        "scheme",
+        "started",
+        "status",
     )
 
     def __init__(

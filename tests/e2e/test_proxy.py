@@ -52,7 +52,7 @@ def test_arbitrary_extension_methods_with_the_h11_parser(gateway_factory: Gatewa
 def test_raw_path_and_query_are_forwarded_byte_for_byte(gateway: GatewayProcess,
                                                         upstream: RecordingUpstream) -> None:
     target = b"/echo/a%2Fb/%7Euser/caf%C3%A9;p=1?q=a%20b&empty=&flag&x=%2B+1"
-    status, _, body = raw_request(
+    status, _, _ = raw_request(
         gateway.port, b"GET " + target + b" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
     )
     assert status == 200

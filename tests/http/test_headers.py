@@ -1,0 +1,56 @@
+"""Hop-by-hop stripping and forwarding headers (RFC 9110 §7.6)."""
+
+from __future__ import annotations
+
+from gateway.http.headers import forward_request_headers, response_headers, strip_hop_by_hop
+
+
+def test_strip_removes_standard_and_connection_named_fields() -> None:
+    headers = [(b"Connection", b"keep-alive, X-Private"), (b"X-Private", b"1"),
+               (b"Keep-Alive", b"timeout=5"), (b"TE", b"trailers"), (b"Upgrade", b"h2c"),
+               (b"Proxy-Authorization", b"Basic x"), (b"Accept", b"*/*")]
+    assert strip_hop_by_hop(headers) == [(b"accept", b"*/*")]
+
+
+def forward(headers: list[tuple[bytes, bytes]], trusted: bool = False) -> dict[bytes, bytes]:
+    out = forward_request_headers(
+        headers, trusted_peer=trusted, client_ip="198.51.100.1", peer_ip="10.0.0.2",
+        scheme="http", host=b"shop.example", upstream_host=b"backend:3000", request_id="rid",
+    )
+    names = [k for k, _ in out]
+    assert len(names) == len(set(names)), "a forwarding field was duplicated"
+    return dict(out)
+
+
+def test_untrusted_peer_cannot_inject_forwarding_fields() -> None:
+    out = forward([(b"x-forwarded-for", b"1.1.1.1"), (b"x-forwarded-host", b"evil"),
+                   (b"x-forwarded-proto", b"https"), (b"forwarded", b"for=1.1.1.1"),
+                   (b"x-real-ip", b"1.1.1.1"), (b"host", b"shop.example")])
+    assert out[b"x-forwarded-for"] == b"10.0.0.2"
+    assert out[b"x-forwarded-host"] == b"shop.example"
+    assert out[b"x-forwarded-proto"] == b"http"
+    assert b"forwarded" not in out and b"x-real-ip" not in out
+    assert out[b"host"] == b"backend:3000"
+    assert out[b"via"] == b"1.1 gateway" and out[b"x-request-id"] == b"rid"
+
+
+def test_trusted_peer_extends_the_chain() -> None:
+    out = forward([(b"x-forwarded-for", b"1.1.1.1"), (b"x-forwarded-for", b"2.2.2.2"),
+                   (b"x-forwarded-proto", b"https"), (b"via", b"1.0 edge")], trusted=True)
+    assert out[b"x-forwarded-for"] == b"1.1.1.1, 2.2.2.2, 10.0.0.2"
+    assert out[b"x-forwarded-proto"] == b"https"
+    assert out[b"via"] == b"1.0 edge, 1.1 gateway"
+
+
+def test_client_content_length_and_expect_are_not_copied() -> None:
+    out = forward([(b"content-length", b"5"), (b"expect", b"100-continue")])
+    assert b"content-length" not in out and b"expect" not in out
+
+
+def test_response_headers_strip_hop_by_hop_and_add_via() -> None:
+    out = response_headers([(b"connection", b"x-a"), (b"x-a", b"1"), (b"date", b"d"),
+                            (b"transfer-encoding", b"chunked"), (b"set-cookie", b"a=1"),
+                            (b"set-cookie", b"b=2")])
+    assert out == [(b"date", b"d"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2"),
+                   (b"via", b"1.1 gateway")]
+    assert (b"via", b"1.0 cdn, 1.1 gateway") in response_headers([(b"via", b"1.0 cdn")])

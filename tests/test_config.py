@@ -1,0 +1,146 @@
+"""Settings from the environment: defaults, every variable's parsing, and clear errors."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Secret, Settings
+from gateway.errors import ConfigError
+
+BASE = {"GATEWAY_UPSTREAM_URL": "http://backend:3000"}
+
+
+def settings(**env: str) -> Settings:
+    return Settings.from_env({**BASE, **env})
+
+
+def test_defaults() -> None:
+    s = settings()
+    assert (s.host, s.port, s.workers, s.admin_prefix) == ("0.0.0.0", 8080, 1, "/__gateway")
+    assert s.routes[0].upstreams == ("http://backend:3000",) and s.routes[0].prefix == "/"
+    assert not s.redis.configured
+    assert s.redis.connect_timeout <= 0.25 and s.redis.command_timeout <= 0.25
+    assert s.redis.pool_max == 20
+    assert s.cache.enabled and s.cache.ttl == 0
+    assert s.rate_limit.limits == "" and s.rate_limit.strategy == "sliding"
+
+
+def test_redis_variables_as_operators_name_them() -> None:
+    s = settings(REDIS_HOST="cache.internal", REDIS_PORT="6380", REDIS_PASSWORD="pw",
+                 REDIS_DB="2", REDIS_TLS="true", REDIS_USERNAME="gateway")
+    r = s.redis
+    assert (r.host, r.port, r.db, r.tls, r.username) == ("cache.internal", 6380, 2, True, "gateway")
+    assert r.password == Secret("pw") and r.configured
+    assert "pw" not in repr(s)
+
+
+def test_sentinel_and_cluster_modes() -> None:
+    s = settings(REDIS_SENTINELS="10.0.0.1:26379,[::1]:26380", REDIS_SENTINEL_MASTER="main")
+    assert s.redis.mode == "sentinel" and s.redis.sentinels == (("10.0.0.1", 26379), ("::1", 26380))
+    assert settings(REDIS_HOST="n1", REDIS_MODE="cluster").redis.mode == "cluster"
+    with pytest.raises(ConfigError, match="REDIS_MODE"):
+        settings(REDIS_MODE="sentinel")
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("GATEWAY_PORT", "http", "whole number"),
+    ("GATEWAY_PORT", "0", "between 1 and 65535"),
+    ("GATEWAY_WORKERS", "0", ">= 1"),
+    ("GATEWAY_ACCESS_LOG", "yep", "true or false"),
+    ("GATEWAY_UPSTREAM_URL", "backend:3000", "http:// or https://"),
+    ("GATEWAY_UPSTREAM_URL", "http://backend:99999", "malformed"),
+    ("GATEWAY_UPSTREAM_URL", "http://backend/?q=1", "query"),
+    ("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8,not-an-ip", "not an IP"),
+    ("GATEWAY_UPSTREAM_TIMEOUT", "-1", ">= 0"),
+    ("GATEWAY_ADMIN_PREFIX", "admin", "starting with '/'"),
+    ("GATEWAY_LOG_LEVEL", "loud", "one of"),
+    ("GATEWAY_RATE_LIMIT_KEY", "cookie:x", "header:<Name>"),
+    ("GATEWAY_RATE_LIMIT_STRATEGY", "leaky", "one of"),
+    ("REDIS_URL", "http://x", "redis://"),
+])
+def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        settings(**{name: value})
+    assert info.value.variable == name
+    assert str(info.value).startswith(name)
+
+
+def test_missing_upstream() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({})
+    assert info.value.variable == "GATEWAY_UPSTREAM_URL"
+
+
+def test_blank_values_count_as_unset() -> None:
+    assert settings(GATEWAY_PORT="  ", REDIS_HOST="").port == 8080
+
+
+def test_trusted_proxies_parse_as_networks() -> None:
+    s = settings(GATEWAY_TRUSTED_PROXIES="10.0.0.0/8, 192.168.1.7 ,::1")
+    assert ipaddress.ip_address("10.2.3.4") in s.trusted_proxies[0]
+    assert len(s.trusted_proxies) == 3
+
+
+def test_routes_file_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text("""
+routes:
+  - prefix: /api/
+    upstream: [http://a:1, "http://b:2/base/"]
+    strip_prefix: true
+    cache: {ttl: 30, stale_if_error: 60, ignore_query_params: [utm_source, fbclid]}
+    rate_limit: {limits: "5/second", key: "route+header:X-API-Key", cost: {POST: 5}}
+  - name: static
+    prefix: /static
+    upstream: http://s:3
+    cache: false
+""")
+    s = settings(GATEWAY_ROUTES_FILE=str(path), GATEWAY_CACHE_TTL="7")
+    by_prefix = {r.prefix: r for r in s.routes}
+    api = by_prefix["/api"]
+    assert api.upstreams == ("http://a:1", "http://b:2/base") and api.strip_prefix
+    assert api.cache.ttl == 30 and api.cache.stale_if_error == 60
+    assert api.cache.ignore_query_params == {"utm_source", "fbclid"}
+    assert api.rate_limit.limits == "5/second" and api.rate_limit.cost["POST"] == 5
+    assert api.rate_limit.cost["*"] == 1
+    assert not by_prefix["/static"].cache.enabled and by_prefix["/static"].name == "static"
+    assert by_prefix["/"].cache.ttl == 7  # the global default route keeps the global settings
+    assert [r.prefix for r in s.routes][-1] == "/"  # longest prefix first
+
+
+def test_routes_file_json_without_upstream_url(tmp_path: Path) -> None:
+    path = tmp_path / "routes.json"
+    path.write_text('{"routes": [{"prefix": "/", "upstream": "https://origin"}]}')
+    s = Settings.from_env({"GATEWAY_ROUTES_FILE": str(path)})
+    assert s.routes[0].upstreams == ("https://origin",)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("routes: 3", "'routes' list"),
+    ("routes: [{prefix: /a, upstream: 'ftp://x'}]", "routes\\[0\\].upstream"),
+    ("routes: [{prefix: /a, upstream: 'http://x', cache: {ttl: soon}}]", "routes\\[0\\].cache.ttl"),
+    ("routes: [{prefix: /a, upstream: 'http://x', cache: {colour: red}}]", "unknown setting"),
+    ("routes: [{prefix: a, upstream: 'http://x'}]", "prefix"),
+    ("routes: [{prefix: /a, upstream: 'http://x'}, {prefix: /a/, upstream: 'http://y'}]",
+     "share a prefix"),
+    ("routes: [", "not valid YAML"),
+])
+def test_routes_file_errors_name_the_place(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env({"GATEWAY_ROUTES_FILE": str(path)})
+
+
+def test_unreadable_routes_file() -> None:
+    with pytest.raises(ConfigError, match="GATEWAY_ROUTES_FILE"):
+        Settings.from_env({"GATEWAY_ROUTES_FILE": "/nonexistent/routes.yaml"})
+
+
+def test_secret_hides_its_value() -> None:
+    secret = Secret("hunter2")
+    assert "hunter2" not in repr(secret) and "hunter2" not in str(secret)
+    assert secret.get_secret_value() == "hunter2"
