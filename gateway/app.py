@@ -12,12 +12,19 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Mount
+from starlette.routing import Mount, Route
 
 from gateway.admin import admin_routes
+from gateway.cache.memory_store import MemoryCacheStore
+from gateway.cache.middleware import CacheMiddleware
+from gateway.cache.purge import purge_endpoint
+from gateway.cache.redis_store import RedisCacheStore
 from gateway.config import Settings
 from gateway.context import RedisStateMiddleware, RequestContextMiddleware
 from gateway.proxy import ProxyApp
+from gateway.ratelimit.limiter import RedisLimiter
+from gateway.ratelimit.middleware import RateLimitMiddleware
+from gateway.ratelimit.policy import compile_policies
 from gateway.redis_client import create_pipeline, create_redis, describe
 from gateway.runtime import Runtime
 from gateway.upstream import AiohttpUpstream
@@ -39,9 +46,12 @@ def create_app(settings: Settings) -> Starlette:
     middleware = [
         Middleware(RequestContextMiddleware, runtime=runtime),
         Middleware(RedisStateMiddleware, runtime=runtime),
+        Middleware(RateLimitMiddleware, runtime=runtime),
+        Middleware(CacheMiddleware, runtime=runtime),
     ]
+    purge = Route("/purge", purge_endpoint(runtime), methods=["POST"])
     routes = [
-        Mount(settings.admin_prefix, routes=admin_routes(runtime)),
+        Mount(settings.admin_prefix, routes=admin_routes(runtime, extra=[purge])),
         Mount("", app=ProxyApp(runtime)),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
@@ -59,8 +69,12 @@ async def _open(runtime: Runtime) -> None:
     if settings.redis.configured:
         runtime.redis = create_redis(settings.redis)
         runtime.pipeline = create_pipeline(runtime.redis, settings.redis)
+        runtime.cache_store = RedisCacheStore(runtime.redis, runtime.pipeline)
+        runtime.limiter = RedisLimiter(runtime.pipeline)
         log.info("using redis at %s", describe(settings.redis))
     else:
+        runtime.cache_store = MemoryCacheStore(max_bytes=settings.cache_memory_bytes)
+        # runtime.limiter stays None: the rate-limit layer then counts in-process.
         log.warning(
             "no Redis configured: using the embedded in-process store; "
             "cache and rate limits are per process"
@@ -78,3 +92,4 @@ async def _close(runtime: Runtime) -> None:
 
 def validate(settings: Settings) -> None:
     """Checks that need the layers above config (limit syntax); raise ConfigError."""
+    compile_policies(settings)

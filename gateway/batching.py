@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from gateway.errors import StoreUnavailable
 
@@ -132,7 +132,9 @@ class AutoPipeline:
                     again = [(_as_eval(batch[i]), batch[i][1], None) for i in retry]
                     for i, reply in zip(retry, await self._run(again), strict=True):
                         replies[i] = reply
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+            # RedisClusterException is not a RedisError: Cluster unreachable at start-up, no
+            # node for a slot, a cross-slot command. Uncaught, it cancelled every caller.
             self.breaker.failure()
             failure = StoreUnavailable(f"redis unavailable: {type(exc).__name__}")
             for _, future, _ in batch:

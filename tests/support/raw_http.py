@@ -5,7 +5,9 @@ from __future__ import annotations
 import socket
 
 
-def raw_request(port: int, request: bytes, timeout: float = 10) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+def raw_request(
+    port: int, request: bytes, timeout: float = 10
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """Send one request (with `Connection: close`) and parse the whole response."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(request)

@@ -1,0 +1,158 @@
+"""`POST <admin>/purge`: delete (or mark stale) cached responses by url, path prefix or tag.
+
+Body: exactly one of ``{"url": "/path?query"}``, ``{"prefix": "/path/"}``, ``{"tag": "name"}``,
+optionally with ``"soft": true``. Authorised by ``Authorization: Bearer <GATEWAY_ADMIN_TOKEN>``;
+without a configured token purging is disabled. Answers ``{"purged": n, "soft": bool}``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.cache.policy import strip_query
+from gateway.cache.store import CacheStore
+from gateway.config import Settings
+from gateway.errors import (
+    BadRequest,
+    Forbidden,
+    GatewayError,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    StoreUnavailable,
+    Unauthorized,
+    problem_body,
+)
+from gateway.routing import RouteTable
+
+log = logging.getLogger("gateway.cache")
+
+MAX_BODY_BYTES = 16 * 1024
+_SELECTORS = ("url", "prefix", "tag")
+_FIELDS = frozenset({*_SELECTORS, "soft"})
+_NO_STORE = {"cache-control": "no-store"}
+
+
+class PurgeRuntime(Protocol):
+    """The part of the app's runtime the endpoint reads (filled in by the lifespan)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def cache_store(self) -> CacheStore | None: ...
+
+
+def purge_endpoint(runtime: PurgeRuntime) -> Callable[[Request], Awaitable[Response]]:
+    """Build the purge endpoint; `runtime` is read on every request, after the lifespan ran."""
+
+    async def purge(request: Request) -> Response:
+        try:
+            _authorise(request, runtime.settings)
+            kind, value, soft = _parse(await _read_body(request))
+            store = runtime.cache_store
+            if store is None:
+                raise ServiceUnavailable("the cache is not enabled on this gateway")
+            try:
+                purged = 0
+                if kind == "url":
+                    for url in _url_keys(value, runtime.settings):
+                        purged += await store.purge(url=url, soft=soft)
+                else:
+                    purged = await store.purge(**{kind: _key_form(value)}, soft=soft)
+            except StoreUnavailable as exc:
+                raise ServiceUnavailable(
+                    "the cache store is unavailable; the purge may be incomplete, retry it"
+                ) from exc
+        except GatewayError as exc:
+            return _problem(request, exc)
+        log.info("cache purge %s=%r soft=%s: %d keys", kind, value, soft, purged)
+        return JSONResponse({"purged": purged, "soft": soft}, headers=_NO_STORE)
+
+    return purge
+
+
+def _authorise(request: Request, settings: Settings) -> None:
+    if settings.admin_token is None:
+        raise Forbidden("purging is disabled: no admin token (GATEWAY_ADMIN_TOKEN) is configured")
+    scheme, _, credentials = request.headers.get("authorization", "").strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() != "bearer" or not credentials or " " in credentials:
+        raise Unauthorized(
+            "send the admin token as 'Authorization: Bearer <token>'",
+            headers=[(b"www-authenticate", b"Bearer")],
+        )
+    # Header values arrive latin-1 decoded: re-encoding gives the client's bytes back.
+    given = credentials.encode("latin-1")
+    if not hmac.compare_digest(given, settings.admin_token.get_secret_value().encode()):
+        raise Forbidden("the admin token is not valid")
+
+
+async def _read_body(request: Request) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"the purge request body is limited to {MAX_BODY_BYTES} bytes")
+    return bytes(body)
+
+
+def _parse(body: bytes) -> tuple[str, str, bool]:
+    """Validate the JSON body: (selector, value, soft)."""
+    try:
+        doc: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body must be a JSON object") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("the body must be a JSON object")
+    unknown = sorted(set(doc) - _FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
+    chosen = [name for name in _SELECTORS if name in doc]
+    if len(chosen) != 1:
+        raise BadRequest('give exactly one of "url", "prefix" or "tag"')
+    kind = chosen[0]
+    value = doc[kind]
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f'"{kind}" must be a non-empty string')
+    if kind != "tag" and not value.startswith("/"):
+        raise BadRequest(f'"{kind}" must be a path starting with "/" (e.g. "/items?page=2")')
+    soft = doc.get("soft", False)
+    if not isinstance(soft, bool):
+        raise BadRequest('"soft" must be true or false')
+    return kind, value, soft
+
+
+def _key_form(text: str) -> str:
+    """Keys and tags hold request bytes decoded as latin-1; JSON gives text: re-encode it."""
+    return text.encode("utf-8").decode("latin-1")
+
+
+def _url_keys(url: str, settings: Settings) -> list[str]:
+    """The url as the cache keys it: without the route's ignored query parameters (and without
+    an empty ``?``), plus the url exactly as given."""
+    raw = url.encode("utf-8")
+    path, _, query = raw.partition(b"?")
+    route = RouteTable(settings.routes).match(path)
+    ignored = route.cache.ignore_query_params if route is not None else frozenset[str]()
+    query = strip_query(query, ignored)
+    keyed = path + b"?" + query if query else path
+    return list(dict.fromkeys(form.decode("latin-1") for form in (keyed, raw)))
+
+
+def _problem(request: Request, exc: GatewayError) -> Response:
+    info = request.scope.get("gateway")
+    request_id = str(getattr(info, "request_id", "") or "")
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in exc.headers}
+    return Response(
+        problem_body(exc.status, exc.title, exc.detail, request_id),
+        status_code=exc.status,
+        media_type="application/problem+json",
+        headers={**headers, **_NO_STORE},
+    )
