@@ -1,7 +1,8 @@
 """Composition root: the middleware order, the lifespan that owns every client, admin routes.
 
 The request path, written once:
-    RequestContext -> RedisState -> RateLimit -> Cache -> router (admin | proxy)
+    RequestContext -> RedisState -> RateLimit -> Cache -> ProxyDispatch -> proxy
+                                                                        -> router (admin)
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.admin import admin_routes
 from gateway.cache.memory_store import MemoryCacheStore
@@ -32,6 +35,37 @@ from gateway.upstream import AiohttpUpstream
 log = logging.getLogger("gateway")
 
 
+class ProxyDispatch:
+    """Last layer before the router: routed requests go straight to the proxy.
+
+    Proxied requests are the hot path; Starlette's router, Mount matching and per-route
+    exception wrapping add nothing for them, so only admin paths (and paths no route claims,
+    which get a 404 problem) continue to the router.
+    """
+
+    def __init__(self, app: ASGIApp, proxy: ASGIApp) -> None:
+        self.app = app
+        self.proxy = proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        info = scope.get("gateway")
+        if info is not None and info.route is not None:
+            await self.proxy(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+class GatewayApp(Starlette):
+    """Starlette without its outer ServerErrorMiddleware: RequestContextMiddleware is the
+    outermost layer and already answers any unhandled error with a problem+json 500."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app: ASGIApp = ExceptionMiddleware(self.router, debug=self.debug)
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return app
+
+
 def create_app(settings: Settings) -> Starlette:
     runtime = Runtime(settings)
 
@@ -43,18 +77,20 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await _close(runtime)
 
+    proxy = ProxyApp(runtime)
     middleware = [
         Middleware(RequestContextMiddleware, runtime=runtime),
         Middleware(RedisStateMiddleware, runtime=runtime),
         Middleware(RateLimitMiddleware, runtime=runtime),
         Middleware(CacheMiddleware, runtime=runtime),
+        Middleware(ProxyDispatch, proxy=proxy),
     ]
     purge = Route("/purge", purge_endpoint(runtime), methods=["POST"])
     routes = [
         Mount(settings.admin_prefix, routes=admin_routes(runtime, extra=[purge])),
-        Mount("", app=ProxyApp(runtime)),
+        Mount("", app=proxy),  # unrouted paths: ProxyApp answers a 404 problem
     ]
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = GatewayApp(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.runtime = runtime
     return app
 

@@ -113,7 +113,8 @@ class ProxyApp:
             })
             last = b""
             if scope["method"] != "HEAD":
-                async for chunk in response.chunks():
+                read = response.read
+                while chunk := await read():
                     if response.at_eof():  # the final chunk goes out with more_body=False
                         last = chunk
                         break

@@ -26,7 +26,9 @@ class UpstreamResponse(Protocol):
     status: int
     headers: RawHeaders
 
-    def chunks(self) -> AsyncIterator[bytes]: ...
+    async def read(self) -> bytes:
+        """The next chunk of the body as it arrives; b"" at the end."""
+        ...
 
     def at_eof(self) -> bool: ...
 
@@ -41,10 +43,9 @@ class _AiohttpResponse:
         self.status = response.status
         self.headers: RawHeaders = [(k.lower(), v) for k, v in response.raw_headers]
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def read(self) -> bytes:
         try:
-            async for chunk in self._response.content.iter_any():
-                yield chunk
+            return await self._response.content.readany()
         except aiohttp.ClientError as exc:
             raise BadGateway("The upstream connection failed mid-response.") from exc
 
