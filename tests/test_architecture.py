@@ -8,7 +8,8 @@ from pathlib import Path
 import gateway
 
 PACKAGE = Path(gateway.__file__).parent
-PURE = ["cache/policy.py", "cache/entry.py", "ratelimit/policy.py", "http/headers.py",
+PURE = ["cache/policy.py", "cache/entry.py", "cache/directives.py", "cache/keys.py",
+        "cache/validation.py", "ratelimit/policy.py", "http/headers.py",
         "http/identity.py", "routing.py", "config.py", "config_env.py", "errors.py"]
 FRAMEWORKS = ("starlette", "httpx", "aiohttp", "redis", "uvicorn")
 

@@ -1,0 +1,245 @@
+"""The cache's two ways of answering: replaying a stored entry, and relaying the upstream's
+answer while teeing a storable body into the store.
+
+`Relay` decides at ``http.response.start``: pass the response on (adding the cache's headers and
+storing it when storable and small enough), or hold it back for the middleware (a 304 to freshen,
+an error to cover with a stale entry). The store write completes before the last body chunk goes
+to the client, so whoever hears the answer finds it stored (read-your-writes).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.cache import policy, validation
+from gateway.cache.directives import (
+    CacheControl,
+    Headers,
+    cache_control_of,
+    format_http_date,
+    header,
+    without,
+)
+from gateway.cache.entry import Entry
+from gateway.cache.store import CacheStore
+from gateway.config import CacheSettings
+from gateway.errors import StoreUnavailable
+
+log = logging.getLogger("gateway.cache")
+
+#: Not stored with an entry: hop-by-hop fields, Age (recomputed, §4.2.3) and our own markers.
+NOT_STORED_FIELDS = validation.HOP_BY_HOP | {b"age", b"x-cache", b"content-length"}
+
+
+@dataclass(slots=True)
+class Request:
+    """The facts about one cacheable request that every step needs."""
+
+    key: str
+    method: str
+    headers: Headers
+    settings: CacheSettings
+    request_cc: CacheControl = field(default_factory=CacheControl)
+
+
+def cache_headers(
+    x_cache: bytes, status: bytes, age: float | None = None
+) -> list[tuple[bytes, bytes]]:
+    """Age (when answering from storage), Cache-Status (RFC 9211) and X-Cache."""
+    extra = [(b"cache-status", status), (b"x-cache", x_cache)]
+    if age is not None:
+        extra.insert(0, (b"age", str(int(age)).encode()))
+    return extra
+
+
+async def send_entry(
+    send: Send,
+    entry: Entry,
+    request: Request,
+    *,
+    now: float,
+    x_cache: bytes,
+    status: bytes,
+    conditional: bool = True,
+    own: Headers = (),
+) -> None:
+    """Answer from storage: the stored response, or a 304 when the request's validators match
+    (RFC 9111 §4.3.2). The stored Date is replayed and Age computed (§4.2.3). ``own`` are fields
+    meant for this client only (a Set-Cookie that came with its revalidation)."""
+    age = entry.age(now)
+    extra = [*own, *cache_headers(x_cache, status, age)]
+    if conditional and _is_conditional(request.headers) and validation.not_modified(
+        request.headers, entry.headers, entry.response_time, now
+    ):
+        headers = validation.not_modified_headers(entry.headers) + extra
+        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    await send({"type": "http.response.start", "status": entry.status,
+                "headers": entry.headers + extra})
+    body = b"" if request.method == "HEAD" else entry.body
+    await send({"type": "http.response.body", "body": body})
+
+
+def _is_conditional(headers: Headers) -> bool:
+    return any(name in (b"if-none-match", b"if-modified-since") for name, _ in headers)
+
+
+async def forward_bypassing(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, info: Any, detail: str
+) -> None:
+    """Bypass: relay the upstream's answer untouched but for the cache's headers."""
+    info.cache_status = "BYPASS"
+    extra = cache_headers(b"BYPASS", policy.cache_status(fwd="bypass", detail=detail))
+
+    async def send_bypass(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    await app(scope, receive, send_bypass)
+
+
+class Relay:
+    """A ``send`` for the upstream exchange of one request (see the module docstring)."""
+
+    def __init__(
+        self,
+        send: Send,
+        request: Request,
+        store: CacheStore,
+        *,
+        request_time: float,
+        clock: Callable[[], float],
+        intercept: Callable[[int, Headers], bool] = lambda status, headers: False,
+        x_cache: bytes = b"MISS",
+        fwd: str = "uri-miss",
+    ) -> None:
+        self.send = send
+        self.request = request
+        self.store = store
+        self.request_time = request_time
+        self.clock = clock
+        self.intercept = intercept
+        self.x_cache = x_cache
+        self.fwd = fwd
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.held = False  # the response was held back for the middleware
+        self.started = False
+        self.stored = False
+        self.response_time = 0.0
+        self._chunks: list[bytes] | None = None
+        self._size = 0
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            await self._start(message)
+        elif message["type"] == "http.response.body":
+            await self._body(message)
+        else:
+            await self.send(message)
+
+    async def _start(self, message: Message) -> None:
+        self.status = message["status"]
+        self.headers = [(name.lower(), value) for name, value in message.get("headers", [])]
+        self.response_time = self.clock()
+        if self.intercept(self.status, self.headers):
+            self.held = True
+            return
+        self.started = True
+        if header(self.headers, b"date") is None:  # RFC 9110 §6.6.1: a cache adds one
+            self.headers.append((b"date", format_http_date(self.response_time)))
+        self._chunks = [] if self._storable() else None
+        status = policy.cache_status(
+            fwd=self.fwd, fwd_status=self.status, stored=self._chunks is not None
+        )
+        headers = [item for item in self.headers if item[0] != b"x-cache"]  # ours replaces it
+        await self.send({**message, "headers": headers + cache_headers(self.x_cache, status)})
+
+    def _storable(self) -> bool:
+        request, settings = self.request, self.request.settings
+        response_cc = cache_control_of(self.headers)
+        reason = policy.refusal(
+            request.method, self.status, request.request_cc, response_cc, request.headers,
+            self.headers, default_ttl=settings.ttl,
+        )
+        if reason is not None:
+            return False
+        length = header(self.headers, b"content-length")
+        return not (length and length.isdigit() and int(length) > settings.max_object_bytes)
+
+    async def _body(self, message: Message) -> None:
+        if self.held:
+            return  # a held-back 304 or error body is not the client's
+        chunk: bytes = message.get("body", b"")
+        if self._chunks is not None:
+            self._size += len(chunk)
+            if self._size > self.request.settings.max_object_bytes:
+                self._chunks = None  # too large: stream on, store nothing
+            else:
+                self._chunks.append(chunk)
+        if not message.get("more_body", False) and self._chunks is not None:
+            await self._store(b"".join(self._chunks))
+            self._chunks = None
+        await self.send(message)
+
+    async def _store(self, body: bytes) -> None:
+        entry = build_entry(
+            self.request, self.status, self.headers, body,
+            request_time=self.request_time, response_time=self.response_time,
+        )
+        self.stored = await put_entry(self.store, self.request, entry)
+
+
+def build_entry(
+    request: Request,
+    status: int,
+    headers: Headers,
+    body: bytes,
+    *,
+    request_time: float,
+    response_time: float,
+) -> Entry:
+    """The entry for a storable response, with its freshness facts computed (§4.2)."""
+    settings = request.settings
+    response_cc = cache_control_of(headers)
+    freshness = policy.assess(
+        status, response_cc, headers, request_time, response_time,
+        default_ttl=settings.ttl, force_ttl=settings.force_ttl,
+        route_swr=settings.stale_while_revalidate, route_sie=settings.stale_if_error,
+    )
+    withheld = NOT_STORED_FIELDS | policy.withheld_fields(response_cc)
+    withheld |= validation.connection_named(headers)
+    stored = without(headers, withheld)
+    stored.append((b"content-length", str(len(body)).encode()))
+    vary = policy.vary_names(headers)
+    return Entry(
+        status, stored, body, request_time, response_time, response_time, freshness,
+        policy.tags(headers), vary, policy.variant_material(vary, request.headers),
+    )
+
+
+async def put_entry(store: CacheStore, request: Request, entry: Entry) -> bool:
+    """Store ``entry`` for as long as it can be useful; False if it was not stored."""
+    ttl = entry.freshness.retention(validation_possible(entry))
+    if ttl <= 0:
+        return False
+    try:
+        await store.put(
+            request.key, policy.variant_id(entry.variant), entry.vary, entry.encode(), ttl,
+            entry.tags,
+        )
+    except StoreUnavailable:
+        log.debug("cache store unavailable; not stored: %s", request.key)
+        return False
+    return True
+
+
+def validation_possible(entry: Entry) -> bool:
+    return policy.has_validators(entry.headers)

@@ -1,0 +1,79 @@
+"""What identifies a stored response (RFC 9111 §4.1): the primary key, the Vary-selected
+variant, and the purge tags an origin attaches. Pure: no I/O, no clock."""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.parse
+from collections.abc import Collection
+
+from gateway.cache.directives import Headers, combined, list_members
+
+#: Where origins name purge tags, and the separator each uses.
+TAG_HEADERS = {b"surrogate-key": " ", b"cache-tag": ","}
+
+
+def strip_query(raw_query: bytes, ignore_params: Collection[str]) -> bytes:
+    """The query without the ignored parameters, other parameters kept raw and in order."""
+    if not raw_query or not ignore_params:
+        return raw_query
+    kept = [
+        part for part in raw_query.split(b"&")
+        if urllib.parse.unquote_plus(part.partition(b"=")[0].decode("latin-1")) not in ignore_params
+    ]
+    return b"&".join(kept)
+
+
+def primary_key(
+    scheme: str,
+    host: str,
+    route_name: str,
+    raw_path: bytes,
+    raw_query: bytes,
+    ignore_params: Collection[str] = (),
+) -> str:
+    """§4.1 primary cache key: ``"<path>[?<query>]|<scheme>://<host>|<route>"``.
+
+    Path and query come first so the store can purge by URL or prefix; raw bytes are kept
+    (latin-1) so distinct encodings stay distinct keys.
+    """
+    query = strip_query(raw_query, ignore_params)
+    target = raw_path + b"?" + query if query else raw_path
+    return f"{target.decode('latin-1')}|{scheme.lower()}://{host.lower()}|{route_name}"
+
+
+def vary_names(response_headers: Headers) -> str:
+    """The normalized Vary of a response: sorted unique lowercase names, comma-separated."""
+    return ",".join(sorted(set(list_members(combined(response_headers, b"vary")))))
+
+
+def variant_material(vary: str, request_headers: Headers) -> bytes:
+    """§4.1: the request header values a Vary selects on, normalized (trimmed, duplicate lines
+    combined, list members trimmed); an absent header differs from an empty one."""
+    if not vary:
+        return b""
+    parts = []
+    for name in vary.split(","):
+        value = combined(request_headers, name.encode("latin-1"))
+        if value is None:
+            parts.append(name.encode("latin-1") + b"\x00")
+        else:
+            members = b",".join(member.strip() for member in value.split(b","))
+            parts.append(name.encode("latin-1") + b":" + members)
+    return b"\n".join(parts)
+
+
+def variant_id(material: bytes) -> str:
+    """A short stable id of a variant's material; "" when the response has no Vary."""
+    return hashlib.blake2b(material, digest_size=8).hexdigest() if material else ""
+
+
+def tags(response_headers: Headers) -> tuple[str, ...]:
+    """Purge tags named by the origin in Surrogate-Key (space-separated) or Cache-Tag (commas)."""
+    found: list[str] = []
+    for name, separator in TAG_HEADERS.items():
+        value = combined(response_headers, name)
+        if value:
+            text = value.decode("latin-1").replace(", ", separator if separator == "," else " ")
+            found.extend(tag.strip() for tag in text.split(separator) if tag.strip())
+    return tuple(dict.fromkeys(found))
