@@ -164,8 +164,10 @@ class LocalSentinel:
 
     def __init__(self, sentinels: int = 1) -> None:
         self.count = sentinels
-        self.master = RedisServer()
-        self.replica = RedisServer()
+        # No 5 s diskless-sync delay: the replica (and a demoted master) sync at once.
+        fast_sync = ("--repl-diskless-sync-delay", "0")
+        self.master = RedisServer(*fast_sync)
+        self.replica = RedisServer(*fast_sync)
         self.sentinels: list[SentinelProcess] = []
 
     @property
@@ -180,7 +182,7 @@ class LocalSentinel:
     def start(self) -> LocalSentinel:
         try:
             self.master.start()
-            self.replica.extra_args = ("--replicaof", self.master.host, str(self.master.port))
+            self.replica.extra_args += ("--replicaof", self.master.host, str(self.master.port))
             self.replica.start()
             wait_until(lambda: _link_up(self.replica), 10, "the replica did not sync")
             quorum = self.count // 2 + 1
@@ -233,9 +235,9 @@ class LocalSentinel:
 def _link_up(server: RedisServer) -> bool:
     with redis.Redis(host=server.host, port=server.port) as client:
         info = client.info("replication")
-    return info.get("master_link_status") == "up"
+    return bool(info.get("master_link_status") == "up")
 
 
 def _is_master(server: RedisServer) -> bool:
     with redis.Redis(host=server.host, port=server.port) as client:
-        return client.info("replication").get("role") == "master"
+        return bool(client.info("replication").get("role") == "master")
