@@ -13,6 +13,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from gateway.cache.directives import (
+    DELTA_SECONDS_MAX,
     CacheControl,
     Headers,
     combined,
@@ -186,10 +187,18 @@ def initial_age(response_headers: Headers, request_time: float, response_time: f
     requested and received."""
     date = parse_http_date(header(response_headers, b"date"))
     apparent_age = max(0.0, response_time - (response_time if date is None else date))
-    age_value = parse_delta_seconds(_text(header(response_headers, b"age"))) or 0
+    age_value = _age_value(combined(response_headers, b"age"))
     response_delay = max(0.0, response_time - request_time)
     corrected_age_value = age_value + response_delay
     return max(apparent_age, corrected_age_value)
+
+
+def _age_value(value: bytes | None) -> int:
+    """§5.1: the first member of a list-based Age; an invalid one makes the response stale."""
+    if value is None:
+        return 0
+    parsed = parse_delta_seconds(_text(value.split(b",", 1)[0].strip()))
+    return DELTA_SECONDS_MAX if parsed is None else parsed
 
 
 def current_age(initial: float, response_time: float, now: float) -> float:

@@ -6,6 +6,7 @@ import pytest
 
 from gateway.cache import policy
 from gateway.cache.directives import (
+    DELTA_SECONDS_MAX,
     CacheControl,
     format_http_date,
     parse_cache_control,
@@ -239,7 +240,12 @@ def test_force_ttl_overrides_origin_freshness() -> None:
         ([(b"date", format_http_date(NOW - 10))], NOW, NOW, 10),  # apparent_age
         ([(b"date", DATE), (b"age", b"30")], NOW - 2, NOW, 32),  # age_value + response_delay
         ([(b"date", format_http_date(NOW + 50))], NOW, NOW, 0),  # clock skew: never negative
-        ([(b"age", b"junk")], NOW, NOW, 0),
+        ([(b"age", b"junk")], NOW, NOW, DELTA_SECONDS_MAX),  # §5.1: invalid Age means stale
+        ([(b"age", b"-5")], NOW, NOW, DELTA_SECONDS_MAX),
+        ([(b"age", b"30.0")], NOW, NOW, DELTA_SECONDS_MAX),
+        ([(b"age", b"30;x=1")], NOW, NOW, DELTA_SECONDS_MAX),
+        ([(b"age", b"30, 0")], NOW, NOW, 30),  # §5.1: a list-based Age: its first member
+        ([(b"age", b"0"), (b"age", b"30")], NOW, NOW, 0),
         ([], NOW - 1, NOW, 1),
     ],
 )

@@ -7,6 +7,12 @@ Endpoints (any method):
   /slow?seconds=S     answers after S seconds
   /status/N           status N
   /cache/...?cc=...   counts hits per path; Cache-Control from `cc`, extra headers from `h`
+                      (repeatable `h=Name:value`); `delay=S` answers after S seconds;
+                      `size=N` pads the body to N bytes (`length=1` adds Content-Length);
+                      `fail_after=N` answers 500 from the (N+1)th hit of the path on; an
+                      `If-None-Match` equal to the answer's `ETag` gets a 304; request headers
+                      `X-Answer-Status: N` and `X-Answer-Header: Name:value` set the status and
+                      add a field (for unsafe methods whose target must stay the cached URL)
   anything else       200 "ok"
 """
 
@@ -127,18 +133,40 @@ class RecordingUpstream:
         elif path.startswith("/status/"):
             await answer(int(path.rsplit("/", 1)[1]), b"status", [(b"content-type", b"text/plain")])
         elif path.startswith("/cache/"):
-            headers = [(b"content-type", b"text/plain")]
-            if "cc" in params:
-                headers.append((b"cache-control", params["cc"].encode()))
-            for item in parse_qs(scope["query_string"].decode()).get("h", []):
-                name, _, value = item.partition(":")
-                headers.append((name.strip().lower().encode(), value.strip().encode()))
-            body = f"{path} #{self.hits[path]}".encode()
-            await answer(200, body, headers)
+            await self._cache(path, params, seen, answer)
         else:
             await answer(200, b"ok", [(b"content-type", b"text/plain"),
                                       (b"date", b"Mon, 01 Jan 2024 00:00:00 GMT"),
                                       (b"server", b"recording-upstream")])
+
+
+    async def _cache(self, path: str, params: dict[str, str], seen: Seen, answer: Any) -> None:
+        count = self.hits[path]
+        if "delay" in params:
+            await asyncio.sleep(float(params["delay"]))
+        headers = [(b"content-type", b"text/plain")]
+        if "cc" in params:
+            headers.append((b"cache-control", params["cc"].encode()))
+        fields = parse_qs(seen.query.decode()).get("h", [])
+        extra = seen.header(b"x-answer-header")
+        if extra is not None:
+            fields.append(extra.decode("latin-1"))
+        for item in fields:
+            name, _, value = item.partition(":")
+            headers.append((name.strip().lower().encode(), value.strip().encode()))
+        status = int(seen.header(b"x-answer-status") or b"200")
+        if "fail_after" in params and count > int(params["fail_after"]):
+            status = 500
+        etag = next((value for name, value in headers if name == b"etag"), None)
+        if status == 200 and etag is not None and seen.header(b"if-none-match") == etag:
+            await answer(304, b"", [item for item in headers if item[0] != b"content-type"])
+            return
+        body = f"{path} #{count}".encode()
+        if "size" in params:
+            body = body.ljust(int(params["size"]), b".")
+        if params.get("length") == "1":
+            headers.append((b"content-length", str(len(body)).encode()))
+        await answer(status, body, headers)
 
 
 class UpstreamServer:
