@@ -31,6 +31,9 @@ HOP_BY_HOP = frozenset(
 #: Set-Cookie is for the client that revalidated, never for the shared entry.
 FRESHEN_EXCLUDED = HOP_BY_HOP | {
     b"content-length", b"age", b"x-cache", b"cache-status", b"set-cookie", b"set-cookie2",
+    # §3.2 lets a cache keep fields that describe the stored body as it is, so that a 304
+    # can never make the stored metadata disagree with the stored bytes.
+    b"content-encoding", b"content-range", b"content-md5", b"etag",
 }
 
 _ETAG = re.compile(rb'\s*(W/)?("[^"]*")\s*(?:,|$)')

@@ -131,3 +131,12 @@ def test_freshen_replaces_fields_but_not_framing() -> None:
         (b"content-type", b"text/plain"), (b"content-length", b"5"),
         (b"cache-control", b"max-age=60"), (b"x-a", b"new"), (b"x-new", b"1"),
     ]
+
+
+def test_freshen_keeps_the_fields_that_describe_the_stored_body() -> None:
+    """RFC 9111 §3.2: a 304 never makes the stored metadata disagree with the stored bytes."""
+    stored = [(b"content-encoding", b"gzip"), (b"etag", b'"a"'), (b"content-range", b"bytes 0-1/2"),
+              (b"content-md5", b"x")]
+    update = [(b"content-encoding", b"br"), (b"etag", b'"b"'), (b"content-range", b"bytes 0-0/1"),
+              (b"content-md5", b"y"), (b"expires", b"later")]
+    assert validation.freshen(stored, update) == [*stored, (b"expires", b"later")]
