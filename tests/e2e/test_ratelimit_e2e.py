@@ -23,6 +23,10 @@ async def test_three_processes_admit_exactly_the_limit(
         "REDIS_URL": redis_url, "GATEWAY_CACHE_ENABLED": "false",
         # A day-long window: the burst never straddles a window boundary.
         "GATEWAY_RATE_LIMIT": f"{LIMIT}/day", "GATEWAY_RATE_LIMIT_STRATEGY": strategy,
+        # This tests counting, not deadlines: a 2-core machine serving 200 requests at once per
+        # process can miss the default 150 ms one, and fail-open would then admit uncounted.
+        # Closed makes any such miss a visible 503 instead of a silent extra 200.
+        "REDIS_COMMAND_TIMEOUT": "5", "GATEWAY_RATE_LIMIT_FAIL_MODE": "closed",
     }
     gateways = [gateway_factory(env) for _ in range(3)]
     limits = httpx.Limits(max_connections=100)
@@ -66,3 +70,28 @@ def test_without_redis_each_process_counts_in_memory(gateway_factory: GatewayFac
     gw = gateway_factory({"GATEWAY_CACHE_ENABLED": "false", "GATEWAY_RATE_LIMIT": "2/minute"})
     statuses = [httpx.get(f"{gw.url}/echo").status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
+
+
+def metric(gw_url: str, name: str) -> int:
+    text = httpx.get(f"{gw_url}/__gateway/metrics").text
+    return int(next(line for line in text.splitlines() if line.startswith(name)).split()[-1])
+
+
+def test_a_cached_answer_on_a_limited_route_costs_one_round_trip(
+    gateway_factory: GatewayFactory, upstream: RecordingUpstream, redis_url: str
+) -> None:
+    """The decision script and the cache lookup leave in one pipeline flush; the HIT carries
+    the RateLimit fields and still costs quota (the limit sits in front of the cache)."""
+    gw = gateway_factory({"REDIS_URL": redis_url, "GATEWAY_RATE_LIMIT": "7/minute"})
+    url = f"{gw.url}/cache/limited?cc=max-age%3D60"
+    assert httpx.get(url).status_code == 200  # MISS: stored
+    httpx.get(url)  # a HIT (and the first use of the script on this connection is behind us)
+    trips = metric(gw.url, "gateway_redis_roundtrips_total")
+    commands = metric(gw.url, "gateway_redis_commands_total")
+    hits = [httpx.get(url) for _ in range(3)]
+    assert all(r.status_code == 200 and "ratelimit" in r.headers for r in hits)
+    assert [r.headers["x-ratelimit-remaining"] for r in hits] == ["4", "3", "2"]
+    assert len(upstream.requests) == 1
+    # Each metrics read is a request too, but not a limited or cached one: no Redis use.
+    assert metric(gw.url, "gateway_redis_roundtrips_total") - trips == 3
+    assert metric(gw.url, "gateway_redis_commands_total") - commands == 6
