@@ -86,7 +86,7 @@ class AutoPipeline:
         self,
         client: Redis | RedisCluster,
         *,
-        timeout: float = 0.15,
+        timeout: float = 0.25,
         breaker: CircuitBreaker | None = None,
     ) -> None:
         self.client = client

@@ -98,7 +98,7 @@ class RedisSettings:
     sentinel_master: str = "mymaster"
     pool_max: int = 20
     connect_timeout: float = 0.25
-    command_timeout: float = 0.15
+    command_timeout: float = 0.25
     breaker_threshold: int = 3
     breaker_cooldown: float = 2.0
 

@@ -116,7 +116,7 @@ def _redis(env: _Env) -> RedisSettings:
         sentinel_master=env.raw("REDIS_SENTINEL_MASTER") or "mymaster",
         pool_max=env.get("REDIS_POOL_MAX", _positive_int, 20),
         connect_timeout=env.get("REDIS_CONNECT_TIMEOUT", parse_float, 0.25),
-        command_timeout=env.get("REDIS_COMMAND_TIMEOUT", parse_float, 0.15),
+        command_timeout=env.get("REDIS_COMMAND_TIMEOUT", parse_float, 0.25),
         breaker_threshold=env.get("REDIS_BREAKER_THRESHOLD", _positive_int, 3),
         breaker_cooldown=env.get("REDIS_BREAKER_COOLDOWN", parse_float, 2.0),
     )
