@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from loadgen import run_load  # noqa: E402
-from procs import Server, free_port, start  # noqa: E402
+from loadgen import run_load
+from procs import Server, free_port, start
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent

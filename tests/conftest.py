@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 import redis
+
 from tests.support.redis_server import RedisServer
 
 

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+import redis
 from redis.asyncio import Redis, RedisCluster
 
-import redis
 from gateway.batching import AutoPipeline, LuaScript
 from gateway.cache.redis_store import RedisCacheStore, entry_name
 from gateway.cache.store import Lookup

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from functools import lru_cache
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -54,6 +55,7 @@ def client_address(peer: str, forwarded_for: bytes | None, trusted: Sequence[Net
     return str(current)
 
 
+@lru_cache(maxsize=4096)  # pure, and the same few clients make most requests
 def client_group(address: str) -> str:
     """The rate-limit identity of an address: IPv4 as is, IPv6 as its /64 network."""
     parsed = _parse(address)

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+import redis
 from redis.asyncio import Redis, RedisCluster
 
-import redis
 from gateway.batching import AutoPipeline, CircuitBreaker
 from gateway.cache.memory_store import MemoryCacheStore
 from gateway.cache.redis_store import RedisCacheStore, entry_name, lock_name, tag_name

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-
 import redis
+
 from tests.e2e.conftest import GatewayFactory
 from tests.support.redis_topologies import LocalCluster
 from tests.support.upstream import RecordingUpstream

@@ -9,7 +9,6 @@ from typing import TypeVar
 from urllib.parse import urlencode
 
 import httpx
-
 import redis
 
 T = TypeVar("T")

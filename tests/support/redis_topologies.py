@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
+
 from tests.support.redis_server import RedisServer, free_port, server_binary
 
 SLOTS = 16384

