@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -174,7 +175,9 @@ class AutoPipeline:
             replies: list[Any] = []
             for args, _, _ in batch:
                 try:
-                    reply = await conn.read_response()
+                    # No per-read timer: the flush's own deadline bounds the whole batch (a
+                    # timer per reply was the largest Redis cost left in profiles).
+                    reply = await conn.read_response(timeout=math.inf)
                 except ResponseError as exc:  # an error reply belongs to its own command
                     replies.append(exc)
                     continue

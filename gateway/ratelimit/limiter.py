@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 from gateway.batching import AutoPipeline, LuaScript
@@ -40,12 +41,22 @@ class Limiter(Protocol):
         ...
 
 
-def counter_keys(identity: str, limits: Sequence[Limit], strategy: Strategy) -> list[str]:
+@lru_cache(maxsize=8192)  # busy clients come back: build their key strings once
+def counter_keys(identity: str, limits: tuple[Limit, ...], strategy: Strategy) -> tuple[str, ...]:
     """One key per limit; the `{identity}` hash tag puts all of a client's keys in one slot."""
-    return [
+    return tuple(
         f"{KEY_PREFIX}{{{identity}}}:{strategy}:{lim.amount}:{lim.period}:{lim.burst}"
         for lim in limits
-    ]
+    )
+
+
+@lru_cache(maxsize=256)
+def _limit_args(limits: tuple[Limit, ...]) -> tuple[int, ...]:
+    """The script's per-limit arguments, fixed for a policy."""
+    args: list[int] = []
+    for lim in limits:
+        args += [lim.amount, lim.period * 1000, emission_us(lim), lim.burst]
+    return tuple(args)
 
 
 def emission_us(lim: Limit) -> int:
@@ -77,9 +88,10 @@ class RedisLimiter:
         self, identity: str, limits: Sequence[Limit], strategy: Strategy, cost: int
     ) -> Awaitable[Decision]:
         now = "" if self._clock is None else str(round(self._clock() * 1_000_000))
-        args: list[str | int] = [strategy, now, cost, int(self.charge_rejected)]
-        for lim in limits:
-            args += [lim.amount, lim.period * 1000, emission_us(lim), lim.burst]
+        limits = tuple(limits)
+        args: tuple[str | int, ...] = (
+            strategy, now, cost, int(self.charge_rejected), *_limit_args(limits)
+        )
         reply = self.pipeline.evalsha(SCRIPT, counter_keys(identity, limits, strategy), args)
         return self._decide(reply, limits)
 
@@ -127,7 +139,7 @@ class MemoryLimiter:
     ) -> Decision:
         now_us = round(self._clock() * 1_000_000)
         self._sweep(now_us)
-        keys = counter_keys(identity, limits, strategy)
+        keys = counter_keys(identity, tuple(limits), strategy)
         step = {"sliding": _sliding, "fixed": _fixed, "gcra": _gcra}[strategy]
         found = [self._store.get(key) for key in keys]
         steps = [

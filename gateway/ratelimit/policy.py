@@ -16,6 +16,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final, Literal, cast
 
 import limits
@@ -248,6 +249,7 @@ def _item_names(policy: str, parsed: tuple[Limit, ...]) -> tuple[str, ...]:
     return tuple(names)
 
 
+@lru_cache(maxsize=1024)  # item names are few and fixed; this runs for every response
 def _sf_string(value: str) -> str:
     """An RFC 8941 sf-string (printable ASCII; quote and backslash escaped)."""
     clean = "".join(c for c in value if " " <= c <= "~")
