@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.redis_server import env_without_redis, free_port
+from tests.support.redis_server import env_without_redis, free_port, stop_process
 
 
 class GatewayProcess:
@@ -53,13 +53,7 @@ class GatewayProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=10)
 
     def __enter__(self) -> GatewayProcess:
         return self.start()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import redis
 
-from tests.support.redis_server import RedisServer, free_port, server_binary
+from tests.support.redis_server import RedisServer, free_port, server_binary, stop_process
 
 SLOTS = 16384
 MASTER_NAME = "gwmaster"
@@ -146,13 +146,7 @@ class SentinelProcess:
             return bool(client.ping())
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
