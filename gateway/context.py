@@ -14,8 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.config import Route
 from gateway.errors import GatewayError, send_error, send_problem
-from gateway.http.headers import get
-from gateway.http.identity import client_address, is_trusted
+from gateway.http.headers import get, get_joined
+from gateway.http.identity import is_trusted, resolve
 from gateway.runtime import Runtime
 
 log = logging.getLogger("gateway")
@@ -30,6 +30,7 @@ class RequestInfo:
         "cache_status",
         "client_ip",
         "extra_response_headers",
+        "forwarded_for",
         "host",
         "peer_ip",
         "peer_trusted",
@@ -42,13 +43,14 @@ class RequestInfo:
 
     def __init__(
         self, request_id: str, route: Route | None, client_ip: str, peer_ip: str,
-        peer_trusted: bool, scheme: str, host: str,
+        peer_trusted: bool, scheme: str, host: str, forwarded_for: bytes,
     ) -> None:
         self.request_id = request_id
         self.route = route
         self.client_ip = client_ip
         self.peer_ip = peer_ip
         self.peer_trusted = peer_trusted
+        self.forwarded_for = forwarded_for  # the verified X-Forwarded-For chain, peer last
         self.scheme = scheme
         self.host = host
         self.started = time.perf_counter()
@@ -78,14 +80,18 @@ class RequestContextMiddleware:
         route = None if admin else self.runtime.routes.match(raw_path)
         peer = scope["client"][0] if scope.get("client") else "0.0.0.0"
         trusted = bool(self.trusted) and is_trusted(peer, self.trusted)
-        client = client_address(peer, get(headers, b"x-forwarded-for"), self.trusted) if trusted else peer
         scheme = scope.get("scheme", "http")
         host = get(headers, b"host") or b""
         if trusted:
+            client, hops = resolve(peer, get_joined(headers, b"x-forwarded-for"), self.trusted)
+            forwarded_for = ", ".join([*hops, peer]).encode()
             scheme = (get(headers, b"x-forwarded-proto") or scheme.encode()).decode("latin-1")
             host = get(headers, b"x-forwarded-host") or host
+        else:
+            client, forwarded_for = peer, peer.encode()
         return RequestInfo(
-            request_id, route, client, peer, trusted, scheme, host.decode("latin-1")
+            request_id, route, client, peer, trusted, scheme, host.decode("latin-1"),
+            forwarded_for,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

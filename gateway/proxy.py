@@ -79,8 +79,8 @@ class ProxyApp:
         query: bytes = scope.get("query_string", b"")
         target = path + b"?" + query if query else path
         headers = forward_request_headers(
-            scope["headers"], trusted_peer=info.peer_trusted, client_ip=info.client_ip,
-            peer_ip=info.peer_ip, scheme=scope.get("scheme", "http"),
+            scope["headers"], trusted_peer=info.peer_trusted, forwarded_for=info.forwarded_for,
+            scheme=scope.get("scheme", "http"),
             host=info.host.encode("latin-1"), upstream_host=upstream.host,
             request_id=info.request_id,
         )

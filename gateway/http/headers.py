@@ -60,8 +60,7 @@ def forward_request_headers(
     headers: Iterable[tuple[bytes, bytes]],
     *,
     trusted_peer: bool,
-    client_ip: str,
-    peer_ip: str,
+    forwarded_for: bytes,
     scheme: str,
     host: bytes,
     upstream_host: bytes,
@@ -69,11 +68,14 @@ def forward_request_headers(
 ) -> RawHeaders:
     """The header list sent upstream: hop-by-hop removed, forwarding fields set (§7.6.3 Via).
 
-    From an untrusted peer every client-supplied forwarding field is dropped and rebuilt from
-    what the gateway saw; from a trusted proxy the chain is extended instead.
+    `X-Forwarded-For` is always the gateway's own: the verified chain from the client to the
+    peer (`identity.resolve`), so no client-written entry reaches an upstream (or a response
+    the upstream reflects it into, and the cache then shares). From an untrusted peer every
+    other forwarding field is dropped and rebuilt; from a trusted proxy its proto, host and
+    `Forwarded`/`X-Real-IP` are kept.
     """
     out: RawHeaders = []
-    xff = proto = fwd_host = via = None
+    proto = fwd_host = via = None
     for key, value in strip_hop_by_hop(headers):
         if key in GATEWAY_SET:
             continue
@@ -81,7 +83,6 @@ def forward_request_headers(
             if not trusted_peer:
                 continue
             if key == b"x-forwarded-for":
-                xff = value if xff is None else xff + b", " + value
                 continue
             if key == b"x-forwarded-proto":
                 proto = proto or value
@@ -93,14 +94,12 @@ def forward_request_headers(
             via = value if via is None else via + b", " + value
             continue
         out.append((key, value))
-    peer = peer_ip.encode()
     out.append((b"host", upstream_host))
-    out.append((b"x-forwarded-for", xff + b", " + peer if xff else peer))
+    out.append((b"x-forwarded-for", forwarded_for))
     out.append((b"x-forwarded-proto", proto or scheme.encode()))
     out.append((b"x-forwarded-host", fwd_host or host))
     out.append((b"via", via + b", " + VIA if via else VIA))
     out.append((b"x-request-id", request_id.encode()))
-    del client_ip  # resolved identity is for policy; the chain itself carries the peer
     return out
 
 

@@ -34,25 +34,36 @@ def is_trusted(address: str, trusted: Sequence[Network]) -> bool:
     return parsed is not None and any(parsed in net for net in trusted)
 
 
-def client_address(peer: str, forwarded_for: bytes | None, trusted: Sequence[Network]) -> str:
-    """The client address: `X-Forwarded-For` walked right to left, stopping at the first hop
-    that is not a trusted proxy. Client-supplied entries left of that hop are ignored, so a
-    spoofed header never changes who the client is.
+def resolve(
+    peer: str, forwarded_for: bytes | None, trusted: Sequence[Network]
+) -> tuple[str, list[str]]:
+    """The client address and the verified hops from it to the peer (peer excluded).
+
+    `X-Forwarded-For` is walked right to left, stopping at the first hop that is not a trusted
+    proxy: that hop is the client. Entries left of it were written by the client itself, so
+    they never change who the client is and are never forwarded.
     """
     current = _parse(peer)
     if current is None:
-        return peer
+        return peer, []
     if not trusted or forwarded_for is None or not any(current in n for n in trusted):
-        return str(current)
-    hops = forwarded_for.decode("latin-1").split(",")
-    for hop in reversed(hops):
+        return str(current), []
+    hops: list[str] = []
+    for hop in reversed(forwarded_for.decode("latin-1").split(",")):
         address = _parse(hop)
         if address is None:
             break  # garbage from beyond the trusted chain: stop at the last hop we trust
         current = address
+        hops.append(str(address))
         if not any(address in n for n in trusted):
             break
-    return str(current)
+    hops.reverse()
+    return str(current), hops
+
+
+def client_address(peer: str, forwarded_for: bytes | None, trusted: Sequence[Network]) -> str:
+    """The client address seen through trusted proxies (see `resolve`)."""
+    return resolve(peer, forwarded_for, trusted)[0]
 
 
 @lru_cache(maxsize=4096)  # pure, and the same few clients make most requests

@@ -132,7 +132,9 @@ class Gateway:
             (r for r in sorted(self.routes, key=lambda r: -len(r.prefix))
              if path.startswith(r.prefix)), None,
         )
-        info = RequestInfo("req-1", route, "127.0.0.1", "127.0.0.1", False, "http", host)
+        info = RequestInfo(
+            "req-1", route, "127.0.0.1", "127.0.0.1", False, "http", host, b"127.0.0.1"
+        )
         return {
             "type": "http", "method": method, "path": path, "raw_path": path.encode(),
             "query_string": query.encode(), "headers": [(b"host", host.encode()),

@@ -129,6 +129,10 @@ def test_forwarding_chain_extended_only_for_trusted_proxies(gateway_factory: Gat
     assert seen.header(b"x-forwarded-for") == b"203.0.113.7, 127.0.0.1"
     assert seen.header(b"x-forwarded-proto") == b"https"
     assert seen.header(b"x-forwarded-host") == b"public.example"
+    # Entries the client wrote left of the first untrusted hop are never forwarded: an
+    # upstream that reflects X-Forwarded-For cannot be made to echo them.
+    httpx.get(f"{gw.url}/echo", headers={"X-Forwarded-For": "<script>, 6.6.6.6, 203.0.113.7"})
+    assert upstream.requests[-1].header(b"x-forwarded-for") == b"203.0.113.7, 127.0.0.1"
 
 
 def test_absolute_form_target_and_crafted_host_never_steer(gateway: GatewayProcess,

@@ -13,8 +13,9 @@ def test_strip_removes_standard_and_connection_named_fields() -> None:
 
 
 def forward(headers: list[tuple[bytes, bytes]], trusted: bool = False) -> dict[bytes, bytes]:
+    chain = b"198.51.100.1, 10.0.0.2" if trusted else b"10.0.0.2"
     out = forward_request_headers(
-        headers, trusted_peer=trusted, client_ip="198.51.100.1", peer_ip="10.0.0.2",
+        headers, trusted_peer=trusted, forwarded_for=chain,
         scheme="http", host=b"shop.example", upstream_host=b"backend:3000", request_id="rid",
     )
     names = [k for k, _ in out]
@@ -34,10 +35,10 @@ def test_untrusted_peer_cannot_inject_forwarding_fields() -> None:
     assert out[b"via"] == b"1.1 gateway" and out[b"x-request-id"] == b"rid"
 
 
-def test_trusted_peer_extends_the_chain() -> None:
-    out = forward([(b"x-forwarded-for", b"1.1.1.1"), (b"x-forwarded-for", b"2.2.2.2"),
+def test_trusted_peer_keeps_proto_and_the_verified_chain_only() -> None:
+    out = forward([(b"x-forwarded-for", b"6.6.6.6"), (b"x-forwarded-for", b"198.51.100.1"),
                    (b"x-forwarded-proto", b"https"), (b"via", b"1.0 edge")], trusted=True)
-    assert out[b"x-forwarded-for"] == b"1.1.1.1, 2.2.2.2, 10.0.0.2"
+    assert out[b"x-forwarded-for"] == b"198.51.100.1, 10.0.0.2"  # as resolved, never as sent
     assert out[b"x-forwarded-proto"] == b"https"
     assert out[b"via"] == b"1.0 edge, 1.1 gateway"
 

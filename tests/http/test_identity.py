@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from gateway.http.identity import client_address, client_group
+from gateway.http.identity import client_address, client_group, resolve
 
 TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
 
@@ -37,3 +37,9 @@ def test_ipv6_clients_are_grouped_by_64() -> None:
     c = client_group("2001:db8:1:3::1")
     assert a == b == "2001:db8:1:2::/64" and a != c
     assert client_group("198.51.100.7") == "198.51.100.7"
+
+
+def test_resolve_keeps_only_the_verified_hops() -> None:
+    assert resolve("10.0.0.1", b"6.6.6.6, 198.51.100.7, 10.0.0.9", TRUSTED) == (
+        "198.51.100.7", ["198.51.100.7", "10.0.0.9"])
+    assert resolve("203.0.113.5", b"1.2.3.4", TRUSTED) == ("203.0.113.5", [])
