@@ -293,7 +293,16 @@ async def test_a_demoted_master_is_left_for_the_new_one(sentinel: LocalSentinel)
     old, new = sentinel.master.port, sentinel.replica.port
 
     with redis.Redis(*sentinel.addresses[0]) as sentinel_client:
-        sentinel_client.execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
+        # Sentinel refuses (NOGOODSLAVE) until it has seen the replica in sync; keep asking.
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                sentinel_client.execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
+                break
+            except redis.ResponseError as exc:
+                if "NOGOODSLAVE" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     _wait(lambda: sentinel.master_port() == new and _role(old) == "slave", 30)
 
     started = time.monotonic()
