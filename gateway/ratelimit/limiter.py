@@ -65,6 +65,10 @@ def emission_us(lim: Limit) -> int:
 
 
 def _decision(reply: Sequence[int], limits: Sequence[Limit]) -> Decision:
+    if len(limits) == 1:  # the common case, without a generator per request
+        return Decision(
+            bool(reply[0]), (LimitState(limits[0], int(reply[1]), int(reply[2]), int(reply[3])),)
+        )
     states = tuple(
         LimitState(lim, int(reply[1 + 3 * i]), int(reply[2 + 3 * i]), int(reply[3 + 3 * i]))
         for i, lim in enumerate(limits)

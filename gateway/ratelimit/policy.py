@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -192,13 +191,18 @@ def compile_policies(settings: Settings) -> dict[str, RatePolicy | None]:
 
 def response_headers(policy: RatePolicy, decision: Decision) -> RawHeaders:
     """Fields for an admitted request: every limit, the tightest one in the legacy trio."""
-    pairs = list(zip(policy.items, decision.states, strict=True))
-    ratelimit = ", ".join(
-        f"{_sf_string(item)};r={s.remaining};t={_seconds(s.reset_ms)}" for item, s in pairs
-    )
+    states = decision.states
+    if len(states) == 1:  # the common case, without the general path's per-call overhead
+        tightest = states[0]
+        ratelimit = f"{_sf_string(policy.items[0])};r={tightest.remaining};t={_seconds(tightest.reset_ms)}"
+    else:
+        ratelimit = ", ".join(
+            f"{_sf_string(item)};r={s.remaining};t={_seconds(s.reset_ms)}"
+            for item, s in zip(policy.items, states, strict=True)
+        )
+        tightest = min(states, key=lambda s: (s.remaining, -s.reset_ms))
     headers = [(b"ratelimit-policy", policy.policy_header), (b"ratelimit", ratelimit.encode())]
     if policy.legacy_headers:
-        tightest = min(decision.states, key=lambda s: (s.remaining, -s.reset_ms))
         headers += _legacy(tightest, tightest.reset_ms)
     return headers
 
@@ -236,7 +240,7 @@ def _legacy(state: LimitState, reset_ms: int) -> RawHeaders:
 
 def _seconds(ms: int) -> int:
     """Whole seconds, rounded up: a client waiting this long never comes back too early."""
-    return max(0, math.ceil(ms / 1000))
+    return max(0, -(-ms // 1000))
 
 
 def _item_names(policy: str, parsed: tuple[Limit, ...]) -> tuple[str, ...]:
