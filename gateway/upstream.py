@@ -8,14 +8,15 @@ gateway's own: refused/reset/protocol errors -> BadGateway, deadlines -> Gateway
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 import aiohttp
 from yarl import URL
 
+from gateway.deadlines import HeaderDeadlines
 from gateway.errors import BadGateway, GatewayTimeout
+from gateway.upstream_exact import ExactUpstream
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -61,71 +62,14 @@ class _AiohttpResponse:
             self._response.close()
 
 
-class _Watch:
-    __slots__ = ("expired", "slot", "task")
-
-    def __init__(self, task: asyncio.Task[object] | None, slot: int) -> None:
-        self.task = task
-        self.slot = slot
-        self.expired = False
-
-
-class HeaderDeadlines:
-    """Cancels requests still waiting for upstream headers past a fixed timeout.
-
-    One timer for all requests instead of one per request: under uvloop each
-    `asyncio.timeout` arms and disarms its own libuv timer, which measured ~15 % of a
-    pass-through request's CPU. Deadlines fall into 50 ms buckets; a single timer wakes at the
-    earliest bucket, so the deadline is honoured to within 50 ms.
-    """
-
-    RESOLUTION = 0.05
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self._buckets: dict[int, set[_Watch]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-
-    def watch(self) -> _Watch:
-        loop = asyncio.get_running_loop()
-        slot = math.ceil((loop.time() + self.timeout) / self.RESOLUTION)
-        watch = _Watch(asyncio.current_task(), slot)
-        bucket = self._buckets.get(slot)
-        if bucket is None:
-            self._buckets[slot] = bucket = set()
-        bucket.add(watch)
-        if self._timer is None:
-            self._timer = loop.call_at(slot * self.RESOLUTION, self._expire)
-        return watch
-
-    def done(self, watch: _Watch) -> None:
-        bucket = self._buckets.get(watch.slot)
-        if bucket is not None:
-            bucket.discard(watch)
-            if not bucket:
-                del self._buckets[watch.slot]
-        watch.task = None
-
-    def _expire(self) -> None:
-        loop = asyncio.get_running_loop()
-        now_slot = loop.time() / self.RESOLUTION
-        for slot in [s for s in self._buckets if s <= now_slot]:
-            for watch in self._buckets.pop(slot):
-                watch.expired = True
-                if watch.task is not None:
-                    watch.task.cancel()
-        self._timer = (
-            loop.call_at(min(self._buckets) * self.RESOLUTION, self._expire)
-            if self._buckets else None
-        )
-
-
 class AiohttpUpstream:
     """Sends requests upstream with no redirects, no cookie jar, no decoding, no env proxies."""
 
     def __init__(self, *, connect_timeout: float, timeout: float, max_connections: int) -> None:
         self.timeout = timeout
         self._deadlines = HeaderDeadlines(timeout)
+        self._limits = (connect_timeout, max_connections)
+        self._exact: ExactUpstream | None = None  # created on the first request that needs it
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
                 limit=max_connections, limit_per_host=0, ttl_dns_cache=10, keepalive_timeout=30
@@ -148,14 +92,26 @@ class AiohttpUpstream:
         body: AsyncIterator[bytes] | None,
     ) -> UpstreamResponse:
         """Send the request; return once the response headers arrived (within `timeout`)."""
-        url = URL(origin + target.decode("latin-1"), encoded=True)
-        hdrs = [(k.decode("latin-1"), _text(v)) for k, v in headers]
+        try:
+            # aiohttp encodes header values as UTF-8, so valid UTF-8 goes out byte for byte.
+            hdrs: list[tuple[str, str]] | None = [
+                (k.decode("latin-1"), v.decode("utf-8")) for k, v in headers
+            ]
+        except UnicodeDecodeError:
+            hdrs = None  # other high bytes (obs-text): only the exact client keeps them
         watch = self._deadlines.watch()
         try:
-            response = await self._session.request(
-                method, url, headers=hdrs, data=body, allow_redirects=False,
-                compress=None, chunked=None, expect100=False,
-            )
+            response: aiohttp.ClientResponse | UpstreamResponse
+            if hdrs is not None:
+                response = await self._session.request(
+                    method, URL(origin + target.decode("latin-1"), encoded=True), headers=hdrs,
+                    data=body, allow_redirects=False, compress=None, chunked=None,
+                    expect100=False,
+                )
+            else:
+                if self._exact is None:
+                    self._exact = ExactUpstream(*self._limits)
+                response = await self._exact.request(method, origin, target, headers, body)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if not watch.expired or task is None or task.uncancel() > 0:
@@ -177,16 +133,11 @@ class AiohttpUpstream:
                 if task is None or task.uncancel() > 0:
                     response.close()
                     raise
-        return _AiohttpResponse(response)
+        if isinstance(response, aiohttp.ClientResponse):
+            return _AiohttpResponse(response)
+        return response
 
     async def aclose(self) -> None:
         await self._session.close()
-
-
-def _text(value: bytes) -> str:
-    # aiohttp encodes header values as UTF-8: valid UTF-8 round-trips byte for byte; other
-    # high bytes are carried as latin-1 (the only lossless choice aiohttp's API leaves).
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return value.decode("latin-1")
+        if self._exact is not None:
+            await self._exact.aclose()

@@ -72,6 +72,19 @@ def test_request_body_and_headers_arrive_intact(gateway: GatewayProcess,
     assert seen.header(b"content-length") == str(len(payload)).encode()
 
 
+def test_header_bytes_that_are_not_utf8_are_forwarded_verbatim(gateway: GatewayProcess,
+                                                               upstream: RecordingUpstream) -> None:
+    status, headers, _ = raw_request(gateway.port, (
+        b"POST /echo HTTP/1.1\r\nHost: h\r\nX-Latin: Jos\xe9 M\xfcller\r\n"
+        b"X-Utf8: caf\xc3\xa9\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"))
+    assert status == 200
+    seen = upstream.requests[-1]
+    assert seen.header(b"x-latin") == b"Jos\xe9 M\xfcller"
+    assert seen.header(b"x-utf8") == b"caf\xc3\xa9"
+    assert seen.body_len == 3 and seen.header(b"x-forwarded-for") == b"127.0.0.1"
+    assert header_values(headers, b"via") == [b"1.1 gateway"]
+
+
 def test_hop_by_hop_headers_are_removed_in_both_directions(gateway: GatewayProcess,
                                                            upstream: RecordingUpstream) -> None:
     status, headers, _ = raw_request(gateway.port, (
