@@ -29,11 +29,21 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     return settings
 
 
+def configure_logging(settings: Settings) -> None:
+    """Plain lines on stderr; each worker process configures its own (uvicorn spawns them)."""
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
 def app_factory() -> Any:
     """uvicorn's factory in every worker process (workers re-read the same environment)."""
     from gateway.app import create_app
 
-    return create_app(load_settings(os.environ))
+    settings = load_settings(os.environ)
+    configure_logging(settings)
+    return create_app(settings)
 
 
 def _redacted(value: Any) -> Any:
@@ -76,10 +86,7 @@ def check_config(settings: Settings) -> int:
 def serve(settings: Settings) -> int:
     import uvicorn
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings)
     uvicorn.run(
         "gateway.cli:app_factory", factory=True,
         host=settings.host, port=settings.port, workers=settings.workers,

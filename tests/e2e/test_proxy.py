@@ -281,3 +281,19 @@ def test_problem_bodies_are_small_json(gateway_factory: GatewayFactory,
     doc = json.loads(response.content)
     assert len(response.content) < 300
     assert doc["request_id"] == "trace-1"
+
+
+def test_several_workers_serve_and_each_writes_access_lines(gateway_factory: GatewayFactory,
+                                                            upstream: RecordingUpstream) -> None:
+    gw = gateway_factory({"GATEWAY_WORKERS": "2", "GATEWAY_CACHE_ENABLED": "false"})
+    for _ in range(6):
+        assert httpx.get(f"{gw.url}/echo").status_code == 200
+    import time
+
+    deadline = time.monotonic() + 5
+    while gw.logs().count("gateway.access") < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = [json.loads(line.split("gateway.access ", 1)[1])
+             for line in gw.logs().splitlines() if "gateway.access" in line]
+    assert len([entry for entry in lines if entry["path"] == "/echo"]) == 6
+    assert gw.logs().count("per process") == 2  # each worker says it runs on its own store
