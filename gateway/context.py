@@ -107,8 +107,10 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 info.status = message["status"]
-                extra = [(b"x-request-id", info.request_id.encode()), *info.extra_response_headers]
-                message["headers"] = [*message.get("headers", ()), *extra]
+                headers = [*message.get("headers", ()), *info.extra_response_headers]
+                if not any(name == b"x-request-id" for name, _ in headers):  # upstream may echo it
+                    headers.append((b"x-request-id", info.request_id.encode()))
+                message["headers"] = headers
             await send(message)
 
         try:
@@ -128,7 +130,12 @@ class RequestContextMiddleware:
             self._record(scope, info)
 
     def _record(self, scope: Scope, info: RequestInfo) -> None:
-        route = info.route.name if info.route else "admin"
+        if info.route is not None:
+            route = info.route.name
+        else:
+            path: str = scope["path"]
+            admin = self.admin_prefix.decode()
+            route = "admin" if path == admin or path.startswith(admin + "/") else "unrouted"
         self.runtime.metrics.responses[(route, info.status)] += 1
         if info.cache_status:
             self.runtime.metrics.cache[info.cache_status] += 1

@@ -123,6 +123,15 @@ def test_forwarding_headers_from_untrusted_clients_are_replaced(
     assert seen.header(b"host") == upstream.url.removeprefix("http://").encode()
 
 
+def test_an_upstream_echoing_the_request_id_does_not_duplicate_it(
+    gateway: GatewayProcess, upstream: RecordingUpstream
+) -> None:
+    status, headers, _ = raw_request(gateway.port, b"GET /cache/rid?h=X-Request-ID:abc HTTP/1.1\r\n"
+                                     b"Host: h\r\nX-Request-ID: abc\r\nConnection: close\r\n\r\n")
+    assert status == 200
+    assert header_values(headers, b"x-request-id") == [b"abc"]
+
+
 def test_request_id_is_generated_when_missing_or_malformed(gateway: GatewayProcess,
                                                            upstream: RecordingUpstream) -> None:
     first = httpx.get(f"{gateway.url}/echo")
