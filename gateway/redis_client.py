@@ -55,7 +55,9 @@ def create_redis(settings: RedisSettings) -> RedisClient:
                              "socket_timeout": 1.0, **auth},
             **_common(settings), **auth, db=settings.db, ssl=settings.tls,
         )
-        master: Redis = sentinel.master_for(settings.sentinel_master)
+        master: Redis = sentinel.master_for(
+            settings.sentinel_master, max_connections=settings.pool_max
+        )
         return master
     if settings.url is not None:
         pool = BlockingConnectionPool.from_url(
