@@ -49,10 +49,6 @@ class PayloadTooLarge(GatewayError):
     status, title = 413, "Content Too Large"
 
 
-class RateLimited(GatewayError):
-    status, title = 429, "Too Many Requests"
-
-
 class BadGateway(GatewayError):
     status, title = 502, "Bad Gateway"
 

@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from gateway.cache.policy import Freshness
+from gateway.cache.policy import Freshness, current_age
 
 MAGIC = b"GWC\x01"  # "gateway cache", format version 1
 _HEAD = struct.Struct("!4sHBdddddddIIIII")
@@ -36,7 +36,7 @@ class Entry:
 
     def age(self, now: float) -> float:
         """§4.2.3 current_age."""
-        return self.freshness.initial_age + max(0.0, now - self.response_time)
+        return current_age(self.freshness.initial_age, self.response_time, now)
 
     def with_freshness(self, freshness: Freshness, **changes: object) -> Entry:
         """A copy with new freshness facts and other fields (after a 304, §4.3.4)."""

@@ -61,11 +61,6 @@ def resolve(
     return str(current), hops
 
 
-def client_address(peer: str, forwarded_for: bytes | None, trusted: Sequence[Network]) -> str:
-    """The client address seen through trusted proxies (see `resolve`)."""
-    return resolve(peer, forwarded_for, trusted)[0]
-
-
 @lru_cache(maxsize=4096)  # pure, and the same few clients make most requests
 def client_group(address: str) -> str:
     """The rate-limit identity of an address: IPv4 as is, IPv6 as its /64 network."""

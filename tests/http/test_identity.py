@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from gateway.http.identity import client_address, client_group, resolve
+from gateway.http.identity import client_group, resolve
 
 TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
 
@@ -23,12 +23,12 @@ TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
     ("10.0.0.1", b"198.51.100.7:5000", "198.51.100.7"),
     ("::ffff:10.0.0.1", b"198.51.100.7", "198.51.100.7"),  # v4-mapped peer
 ])
-def test_client_address(peer: str, xff: bytes | None, expected: str) -> None:
-    assert client_address(peer, xff, TRUSTED) == expected
+def test_client_address_through_trusted_proxies(peer: str, xff: bytes | None, expected: str) -> None:
+    assert resolve(peer, xff, TRUSTED)[0] == expected
 
 
 def test_no_trusted_proxies_means_the_peer() -> None:
-    assert client_address("10.0.0.1", b"1.2.3.4", ()) == "10.0.0.1"
+    assert resolve("10.0.0.1", b"1.2.3.4", ()) == ("10.0.0.1", [])
 
 
 def test_ipv6_clients_are_grouped_by_64() -> None:
