@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gateway.config import Settings
 from gateway.routing import RouteTable
 
 if TYPE_CHECKING:
     from gateway.batching import AutoPipeline
+    from gateway.cache.store import CacheStore
+    from gateway.ratelimit.limiter import Limiter
     from gateway.redis_client import RedisClient
     from gateway.upstream import AiohttpUpstream
 
@@ -33,5 +35,5 @@ class Runtime:
         self.redis: RedisClient | None = None
         self.pipeline: AutoPipeline | None = None
         self.upstream: AiohttpUpstream | None = None
-        self.cache_store: Any = None
-        self.limiter: Any = None
+        self.cache_store: CacheStore | None = None
+        self.limiter: Limiter | None = None  # None: the rate-limit layer counts in-process

@@ -130,7 +130,8 @@ class CacheMiddleware:
         if reason is not None:
             await forward_bypassing(self.app, scope, receive, send, info, reason)
             return
-        store: CacheStore = self.runtime.cache_store
+        store = self.runtime.cache_store
+        assert store is not None  # _plan() returns None without a store
         try:
             lookup = await (pending or store.lookup(request.key, variant))
             entry, lookup = await self._select(store, request, lookup, variant)
@@ -186,7 +187,8 @@ class CacheMiddleware:
         entry: Entry | None, lookup: Lookup,
     ) -> None:
         info = scope["gateway"]
-        store: CacheStore = self.runtime.cache_store
+        store = self.runtime.cache_store
+        assert store is not None  # only reached through __call__, after _plan()
         now = self.clock()
         if entry is not None:
             entry = _soft_purged(entry, lookup.purged_at)
