@@ -49,7 +49,7 @@ def create_redis(settings: RedisSettings) -> RedisClient:
             **cluster_kwargs,
         )
     if settings.mode == "sentinel":
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             list(settings.sentinels),
             sentinel_kwargs={"socket_connect_timeout": settings.connect_timeout,
                              "socket_timeout": 1.0, **auth},
