@@ -16,13 +16,14 @@ from dataclasses import fields, is_dataclass
 from typing import Any
 
 from gateway.config import Secret, Settings
+from gateway.environment import settings_from_env
 from gateway.errors import ConfigError
 
 log = logging.getLogger("gateway")
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
-    settings = Settings.from_env(environ)
+    settings = settings_from_env(environ)
     from gateway.app import validate
 
     validate(settings)

@@ -1,24 +1,30 @@
-"""Settings, parsed once from the environment into immutable values.
+"""Settings: immutable values, each with its default and its environment variable written once.
 
-Nothing else in the gateway reads the environment. Every parse error becomes a `ConfigError`
-naming the variable, which the CLI prints as one line before exiting non-zero.
+A field declared with `env(...)` is read from that variable by `gateway.environment` (the only
+module that reads the environment); its default lives here and nowhere else. Value parsers are
+here too, shared by the environment and the routes file. Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
 
+T = TypeVar("T")
+Parser = Callable[[str, str], Any]
 MiB = 1024 * 1024
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+RATE_LIMIT_KEYS = ("ip", "route", "global")
+STRATEGIES = ("sliding", "fixed", "gcra")
+FAIL_MODES = ("open", "closed", "local")
 RedisMode = Literal["standalone", "sentinel", "cluster"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -44,95 +50,6 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
-
-
-@dataclass(frozen=True, slots=True)
-class CacheSettings:
-    enabled: bool = True
-    ttl: float = 0.0
-    max_object_bytes: int = 8 * MiB
-    stale_while_revalidate: float = 0.0
-    stale_if_error: float = 0.0
-    ignore_query_params: frozenset[str] = frozenset()
-    allow_cookies: bool = False
-    force_ttl: bool = False
-    lock_timeout: float = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimitSettings:
-    limits: str = ""
-    key: str = "ip"
-    strategy: str = "sliding"
-    fail_mode: str = "open"
-    cost: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({"*": 1}))
-    exempt: tuple[str, ...] = ()
-    shadow: bool = False
-    policy: str = "default"
-    legacy_headers: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """A path prefix served by one upstream (or several, round-robin), with its own policies."""
-
-    name: str
-    prefix: str
-    upstreams: tuple[str, ...]
-    strip_prefix: bool = False
-    cache: CacheSettings = field(default_factory=CacheSettings)
-    rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
-
-
-@dataclass(frozen=True, slots=True)
-class RedisSettings:
-    url: Secret | None = None  # may embed a password, so it is a secret as a whole
-    host: str | None = None
-    port: int = 6379
-    username: str | None = None
-    password: Secret | None = None
-    db: int = 0
-    tls: bool = False
-    mode: RedisMode = "standalone"
-    sentinels: tuple[tuple[str, int], ...] = ()
-    sentinel_master: str = "mymaster"
-    pool_max: int = 20
-    connect_timeout: float = 0.25
-    command_timeout: float = 0.25
-    breaker_threshold: int = 3
-    breaker_cooldown: float = 2.0
-
-    @property
-    def configured(self) -> bool:
-        return bool(self.url or self.host or self.sentinels)
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    routes: tuple[Route, ...]
-    host: str = "0.0.0.0"
-    port: int = 8080
-    workers: int = 1
-    upstream_connect_timeout: float = 5.0
-    upstream_timeout: float = 30.0
-    upstream_max_connections: int = 100
-    max_body_bytes: int = 100 * MiB
-    admin_prefix: str = "/__gateway"
-    admin_token: Secret | None = None
-    trusted_proxies: tuple[Network, ...] = ()
-    log_level: str = "info"
-    access_log: bool = True
-    http_parser: str = "httptools"
-    cache: CacheSettings = field(default_factory=CacheSettings)
-    rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
-    cache_memory_bytes: int = 64 * MiB
-    redis: RedisSettings = field(default_factory=RedisSettings)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        from gateway.config_env import settings_from_env
-
-        return settings_from_env(environ)
 
 
 # -- value parsers shared by the environment and the routes file --------------------------
@@ -168,6 +85,53 @@ def parse_float(name: str, raw: str, *, minimum: float = 0.0) -> float:
     return value
 
 
+def parse_positive_int(name: str, raw: str) -> int:
+    return parse_int(name, raw, minimum=1)
+
+
+def parse_port(name: str, raw: str) -> int:
+    if raw.strip().lower().startswith("tcp://"):
+        # Kubernetes service links set <SERVICE>_PORT=tcp://ip:port for a Service named like
+        # the variable's prefix; taking its port silently would be a guess.
+        raise ConfigError(name, "looks like a Kubernetes service link (tcp://...); set the port "
+                          "explicitly or disable enableServiceLinks")
+    return parse_int(name, raw, minimum=1, maximum=65535)
+
+
+def parse_timeout(name: str, raw: str) -> float:
+    """A duration that must be positive: a zero timeout would fail every call at once."""
+    value = parse_float(name, raw)
+    if value <= 0:
+        raise ConfigError(name, f"must be a number of seconds > 0, got {raw!r}")
+    return value
+
+
+def parse_text(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+def parse_words(name: str, raw: str) -> frozenset[str]:
+    return frozenset(p.strip() for p in raw.split(",") if p.strip())
+
+
+def parse_list(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+def choice(options: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ConfigError(name, f"expected one of {', '.join(options)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def parse_secret(name: str, raw: str) -> Secret:
+    return Secret(raw)
+
+
 def parse_upstream_url(name: str, raw: str) -> str:
     """An http(s) URL with a host, optionally a base path; returned without a trailing slash."""
     value = raw.strip()
@@ -184,6 +148,22 @@ def parse_upstream_url(name: str, raw: str) -> str:
     return value.rstrip("/")
 
 
+def parse_redis_url(name: str, raw: str) -> Secret:
+    """A redis://, rediss:// or unix:// URL. It may carry a password: errors name the variable
+    and the problem, never the value."""
+    value = raw.strip()
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError for a port out of range)
+    except ValueError:
+        raise ConfigError(name, "malformed URL (check the port)") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(name, "expected a redis://, rediss:// or unix:// URL")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ConfigError(name, "expected a host in the URL")
+    return Secret(value)
+
+
 def parse_cidrs(name: str, raw: str) -> tuple[Network, ...]:
     networks: list[Network] = []
     for item in filter(None, (p.strip() for p in raw.split(","))):
@@ -196,6 +176,149 @@ def parse_cidrs(name: str, raw: str) -> tuple[Network, ...]:
 
 def parse_path_prefix(name: str, raw: str) -> str:
     value = raw.strip()
-    if not value.startswith("/") or any(c in value for c in "?# "):
+    if not value.startswith("/") or any(c in value for c in "?#% \\") or "//" in value:
         raise ConfigError(name, f"expected a path starting with '/', got {raw!r}")
+    segments = value.split("/")
+    if any(s in (".", "..") for s in segments):
+        raise ConfigError(name, f"must not contain '.' or '..' segments, got {raw!r}")
     return value.rstrip("/") or "/"
+
+
+def parse_admin_prefix(name: str, raw: str) -> str:
+    value = parse_path_prefix(name, raw)
+    if value == "/":
+        raise ConfigError(name, "must not be '/': the admin API would shadow every route")
+    return value
+
+
+def parse_sentinels(name: str, raw: str) -> tuple[tuple[str, int], ...]:
+    sentinels: list[tuple[str, int]] = []
+    for item in filter(None, (s.strip() for s in raw.split(","))):
+        if "@" in item or "//" in item:
+            # A credential here would be printed wherever the address is; never echo the item.
+            raise ConfigError(name, "expected host:port items without credentials or scheme "
+                              "(the password is REDIS_PASSWORD)")
+        host, _, port = item.rpartition(":")
+        if not host:
+            raise ConfigError(name, f"expected host:port items, got {item!r}")
+        sentinels.append((host.strip("[]"), parse_port(name, port)))
+    return tuple(sentinels)
+
+
+def parse_rate_limit_key(name: str, raw: str) -> str:
+    parts = [p.strip() for p in raw.split("+")]
+    for part in parts:
+        if part in RATE_LIMIT_KEYS:
+            continue
+        if part.lower().startswith("header:") and len(part) > len("header:"):
+            continue
+        raise ConfigError(
+            name, f"expected ip, route, global or header:<Name> joined by '+', got {raw!r}"
+        )
+    return "+".join(parts)
+
+
+def env(variable: str, parse: Parser, default: T) -> T:
+    """A settings field read from the environment variable `variable` with `parse`."""
+    return field(default=default, metadata={"env": variable, "parse": parse})
+
+
+def routes_only(parse: Parser, default: T) -> T:
+    """A field only the routes file sets (per route), parsed with `parse`."""
+    return field(default=default, metadata={"parse": parse})
+
+
+_DEFAULT_COST: Mapping[str, int] = MappingProxyType({"*": 1})
+
+
+# -- the settings ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """Global cache settings (environment); a route's `cache:` section overrides any field."""
+
+    enabled: bool = env("GATEWAY_CACHE_ENABLED", parse_bool, True)
+    ttl: float = env("GATEWAY_CACHE_TTL", parse_float, 0.0)
+    max_object_bytes: int = env("GATEWAY_CACHE_MAX_OBJECT_BYTES", parse_positive_int, 8 * MiB)
+    stale_while_revalidate: float = env("GATEWAY_CACHE_STALE_WHILE_REVALIDATE", parse_float, 0.0)
+    stale_if_error: float = env("GATEWAY_CACHE_STALE_IF_ERROR", parse_float, 0.0)
+    ignore_query_params: frozenset[str] = env(
+        "GATEWAY_CACHE_IGNORE_QUERY_PARAMS", parse_words, frozenset()
+    )
+    allow_cookies: bool = env("GATEWAY_CACHE_ALLOW_COOKIES", parse_bool, False)
+    force_ttl: bool = routes_only(parse_bool, False)
+    lock_timeout: float = env("GATEWAY_CACHE_LOCK_TIMEOUT", parse_float, 5.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitSettings:
+    """Global rate-limit settings (environment); a route's `rate_limit:` section overrides."""
+
+    limits: str = env("GATEWAY_RATE_LIMIT", parse_text, "")
+    key: str = env("GATEWAY_RATE_LIMIT_KEY", parse_rate_limit_key, "ip")
+    strategy: str = env("GATEWAY_RATE_LIMIT_STRATEGY", choice(STRATEGIES), "sliding")
+    fail_mode: str = env("GATEWAY_RATE_LIMIT_FAIL_MODE", choice(FAIL_MODES), "open")
+    # the routes file's `cost:` (a number or a mapping of method to number): routes_file._cost
+    cost: Mapping[str, int] = field(default_factory=lambda: _DEFAULT_COST, metadata={"parse": None})
+    exempt: tuple[str, ...] = routes_only(parse_list, ())
+    shadow: bool = routes_only(parse_bool, False)
+    policy: str = routes_only(parse_text, "default")
+    legacy_headers: bool = env("GATEWAY_RATE_LIMIT_LEGACY_HEADERS", parse_bool, True)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A path prefix served by one upstream (or several, round-robin), with its own policies."""
+
+    name: str
+    prefix: str
+    upstreams: tuple[str, ...]
+    strip_prefix: bool = False
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    url: Secret | None = env("REDIS_URL", parse_redis_url, None)  # may embed a password
+    host: str | None = env("REDIS_HOST", parse_text, None)
+    port: int = env("REDIS_PORT", parse_port, 6379)
+    username: str | None = env("REDIS_USERNAME", parse_text, None)
+    password: Secret | None = env("REDIS_PASSWORD", parse_secret, None)
+    db: int = env("REDIS_DB", parse_int, 0)
+    tls: bool = env("REDIS_TLS", parse_bool, False)
+    mode: RedisMode = env("REDIS_MODE", choice(("standalone", "sentinel", "cluster")), "standalone")
+    sentinels: tuple[tuple[str, int], ...] = env("REDIS_SENTINELS", parse_sentinels, ())
+    sentinel_master: str = env("REDIS_SENTINEL_MASTER", parse_text, "mymaster")
+    pool_max: int = env("REDIS_POOL_MAX", parse_positive_int, 20)
+    connect_timeout: float = env("REDIS_CONNECT_TIMEOUT", parse_timeout, 0.25)
+    command_timeout: float = env("REDIS_COMMAND_TIMEOUT", parse_timeout, 0.25)
+    breaker_threshold: int = env("REDIS_BREAKER_THRESHOLD", parse_positive_int, 3)
+    breaker_cooldown: float = env("REDIS_BREAKER_COOLDOWN", parse_timeout, 2.0)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.url or self.host or self.sentinels)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    routes: tuple[Route, ...]
+    host: str = env("GATEWAY_HOST", parse_text, "0.0.0.0")
+    port: int = env("GATEWAY_PORT", parse_port, 8080)
+    workers: int = env("GATEWAY_WORKERS", parse_positive_int, 1)
+    upstream_connect_timeout: float = env("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", parse_timeout, 5.0)
+    upstream_timeout: float = env("GATEWAY_UPSTREAM_TIMEOUT", parse_timeout, 30.0)
+    upstream_max_connections: int = env("GATEWAY_UPSTREAM_MAX_CONNECTIONS", parse_positive_int, 100)
+    max_body_bytes: int = env("GATEWAY_MAX_BODY_BYTES", parse_int, 100 * MiB)  # 0: unlimited
+    admin_prefix: str = env("GATEWAY_ADMIN_PREFIX", parse_admin_prefix, "/__gateway")
+    admin_token: Secret | None = env("GATEWAY_ADMIN_TOKEN", parse_secret, None)
+    trusted_proxies: tuple[Network, ...] = env("GATEWAY_TRUSTED_PROXIES", parse_cidrs, ())
+    log_level: str = env("GATEWAY_LOG_LEVEL", choice(LOG_LEVELS), "info")
+    access_log: bool = env("GATEWAY_ACCESS_LOG", parse_bool, True)
+    http_parser: str = env("GATEWAY_HTTP_PARSER", choice(("httptools", "h11")), "httptools")
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
+    cache_memory_bytes: int = env("GATEWAY_CACHE_MEMORY_BYTES", parse_positive_int, 64 * MiB)
+    redis: RedisSettings = field(default_factory=RedisSettings)

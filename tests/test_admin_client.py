@@ -11,13 +11,14 @@ import respx
 from gateway.admin_client import admin_url, purge, ready
 from gateway.cli import main
 from gateway.config import Settings
+from gateway.environment import settings_from_env
 
 ENV = {"GATEWAY_UPSTREAM_URL": "http://backend:1", "GATEWAY_PORT": "9000",
        "GATEWAY_ADMIN_TOKEN": "tok-123"}
 
 
 def settings() -> Settings:
-    return Settings.from_env(ENV)
+    return settings_from_env(ENV)
 
 
 def test_admin_url_defaults_to_the_local_listener() -> None:

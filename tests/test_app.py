@@ -9,14 +9,14 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.config import Settings
 from gateway.context import RedisStateMiddleware
+from gateway.environment import settings_from_env
 from gateway.runtime import Runtime
 from tests.support.redis_server import RedisServer
 
 
 def test_handlers_see_the_shared_redis_client_on_request_state(redis_server: RedisServer) -> None:
-    settings = Settings.from_env({"GATEWAY_UPSTREAM_URL": "http://127.0.0.1:1",
+    settings = settings_from_env({"GATEWAY_UPSTREAM_URL": "http://127.0.0.1:1",
                                   "REDIS_HOST": redis_server.host,
                                   "REDIS_PORT": str(redis_server.port)})
     runtime = Runtime(settings)
@@ -36,7 +36,7 @@ def test_the_lifespan_opens_one_redis_client_and_admin_routes_answer(
 ) -> None:
     if not redis_server.ping():
         redis_server.start()
-    settings = Settings.from_env({"GATEWAY_UPSTREAM_URL": "http://127.0.0.1:1",
+    settings = settings_from_env({"GATEWAY_UPSTREAM_URL": "http://127.0.0.1:1",
                                   "REDIS_HOST": redis_server.host,
                                   "REDIS_PORT": str(redis_server.port)})
     app = create_app(settings)
@@ -63,7 +63,7 @@ def test_paths_no_route_claims_get_a_404_problem() -> None:
     with TemporaryDirectory() as tmp:
         path = Path(tmp) / "routes.json"
         path.write_text(json.dumps({"routes": [{"prefix": "/api", "upstream": "http://127.0.0.1:1"}]}))
-        app = create_app(Settings.from_env({"GATEWAY_ROUTES_FILE": str(path)}))
+        app = create_app(settings_from_env({"GATEWAY_ROUTES_FILE": str(path)}))
         with TestClient(app) as client:
             response = client.get("/elsewhere")
     assert response.status_code == 404

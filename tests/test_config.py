@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Secret, Settings
+from gateway.environment import settings_from_env
 from gateway.errors import ConfigError
 
 BASE = {"GATEWAY_UPSTREAM_URL": "http://backend:3000"}
 
 
 def settings(**env: str) -> Settings:
-    return Settings.from_env({**BASE, **env})
+    return settings_from_env({**BASE, **env})
 
 
 def test_defaults() -> None:
@@ -70,7 +71,7 @@ def test_bad_values_name_the_variable(name: str, value: str, message: str) -> No
 
 def test_missing_upstream() -> None:
     with pytest.raises(ConfigError) as info:
-        Settings.from_env({})
+        settings_from_env({})
     assert info.value.variable == "GATEWAY_UPSTREAM_URL"
 
 
@@ -114,7 +115,7 @@ routes:
 def test_routes_file_json_without_upstream_url(tmp_path: Path) -> None:
     path = tmp_path / "routes.json"
     path.write_text('{"routes": [{"prefix": "/", "upstream": "https://origin"}]}')
-    s = Settings.from_env({"GATEWAY_ROUTES_FILE": str(path)})
+    s = settings_from_env({"GATEWAY_ROUTES_FILE": str(path)})
     assert s.routes[0].upstreams == ("https://origin",)
 
 
@@ -132,15 +133,120 @@ def test_routes_file_errors_name_the_place(tmp_path: Path, text: str, message: s
     path = tmp_path / "routes.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
-        Settings.from_env({"GATEWAY_ROUTES_FILE": str(path)})
+        settings_from_env({"GATEWAY_ROUTES_FILE": str(path)})
 
 
 def test_unreadable_routes_file() -> None:
     with pytest.raises(ConfigError, match="GATEWAY_ROUTES_FILE"):
-        Settings.from_env({"GATEWAY_ROUTES_FILE": "/nonexistent/routes.yaml"})
+        settings_from_env({"GATEWAY_ROUTES_FILE": "/nonexistent/routes.yaml"})
 
 
 def test_secret_hides_its_value() -> None:
     secret = Secret("hunter2")
     assert "hunter2" not in repr(secret) and "hunter2" not in str(secret)
     assert secret.get_secret_value() == "hunter2"
+
+
+# -- configuration hardening: a typo or a wrong value never switches a protection off ------
+
+
+@pytest.mark.parametrize(("name", "suggestion"), [
+    ("GATEWAY_RATE_LIMITS", "GATEWAY_RATE_LIMIT"),
+    ("GATEWAY_CACHE_ENABLE", "GATEWAY_CACHE_ENABLED"),
+    ("REDIS_PASWORD", "REDIS_PASSWORD"),
+    ("GATEWAY_TRUSTED_PROXY", "GATEWAY_TRUSTED_PROXIES"),
+])
+def test_misspelt_variable_stops_start_up_with_did_you_mean(name: str, suggestion: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(**{name: "1"})
+    assert info.value.variable == name
+    assert f"did you mean {suggestion}?" in str(info.value)
+
+
+def test_unknown_variable_without_a_close_match_is_still_refused() -> None:
+    with pytest.raises(ConfigError, match="is not a setting") as info:
+        settings(GATEWAY_ZZZ="1")
+    assert info.value.variable == "GATEWAY_ZZZ"
+
+
+def test_kubernetes_service_link_variables_are_not_taken_for_typos() -> None:
+    s = settings(REDIS_SERVICE_HOST="10.0.0.9", REDIS_SERVICE_PORT="6379",
+                 REDIS_PORT_6379_TCP_ADDR="10.0.0.9", GATEWAY_SERVICE_PORT_HTTP="80")
+    assert not s.redis.configured
+
+
+def test_kubernetes_service_link_port_is_refused_not_guessed() -> None:
+    with pytest.raises(ConfigError, match="service link") as info:
+        settings(REDIS_HOST="r", REDIS_PORT="tcp://10.0.0.9:6379")
+    assert info.value.variable == "REDIS_PORT"
+
+
+@pytest.mark.parametrize("name", [
+    "GATEWAY_UPSTREAM_TIMEOUT", "GATEWAY_UPSTREAM_CONNECT_TIMEOUT", "REDIS_CONNECT_TIMEOUT",
+    "REDIS_COMMAND_TIMEOUT", "REDIS_BREAKER_COOLDOWN",
+])
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_zero_or_negative_timeouts_are_refused(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(**{name: value})
+    assert info.value.variable == name
+
+
+def test_bad_port_inside_redis_url_is_refused_without_echoing_the_password() -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(REDIS_URL="redis://:hunter2@cache:99999/0")
+    assert info.value.variable == "REDIS_URL"
+    assert "hunter2" not in str(info.value)
+
+
+def test_redis_tls_with_a_plaintext_url_is_a_configuration_error_not_a_downgrade() -> None:
+    with pytest.raises(ConfigError, match="rediss://") as info:
+        settings(REDIS_URL="redis://:hunter2@cache:6379/0", REDIS_TLS="true")
+    assert info.value.variable == "REDIS_TLS" and "hunter2" not in str(info.value)
+    assert settings(REDIS_URL="rediss://cache:6379/0", REDIS_TLS="true").redis.tls
+
+
+def test_credentials_inside_redis_sentinels_are_refused_and_never_echoed() -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(REDIS_SENTINELS="user:hunter2@10.0.0.1:26379")
+    assert info.value.variable == "REDIS_SENTINELS" and "hunter2" not in str(info.value)
+
+
+def test_cluster_with_a_database_other_than_zero_is_refused() -> None:
+    with pytest.raises(ConfigError, match="database 0") as info:
+        settings(REDIS_HOST="n1", REDIS_MODE="cluster", REDIS_DB="1")
+    assert info.value.variable == "REDIS_DB"
+
+
+@pytest.mark.parametrize("value", ["/", "/a/../b", "/a//b", "/%61dmin"])
+def test_admin_prefix_that_would_shadow_routes_or_be_ambiguous_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(GATEWAY_ADMIN_PREFIX=value)
+    assert info.value.variable == "GATEWAY_ADMIN_PREFIX"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("routes: [{prefix: /a, upstream: 'http://x', timeout: 5}]", r"routes\[0\]\.timeout.*unknown key"),
+    ("routes: [{prefix: /a, upstream: 'http://x', rate_limt: {limits: 1/second}}]", "rate_limt"),
+    ("routes: [{prefix: /a, upstream: 'http://x', rate_limit: {limit: 1/second}}]",
+     r"rate_limit\.limit.*unknown setting"),
+    ("routes: [{prefix: /a, upstream: 'http://x'}]\nroute: []", "unknown key"),
+    ("routes: [{prefix: /__gateway/x, upstream: 'http://x'}]", "admin prefix"),
+    ("routes: [{prefix: /__gateway, upstream: 'http://x'}]", "admin prefix"),
+])
+def test_routes_file_typos_and_admin_routes_stop_start_up(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        settings_from_env({"GATEWAY_ROUTES_FILE": str(path)})
+
+
+def test_every_variable_default_is_the_dataclass_default() -> None:
+    """Defaults are written once: an empty environment gives exactly the dataclass defaults."""
+    from gateway.config import CacheSettings, RateLimitSettings, RedisSettings
+
+    s = settings()
+    assert s.cache == CacheSettings() and s.rate_limit == RateLimitSettings()
+    assert s.redis == RedisSettings()

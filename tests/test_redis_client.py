@@ -6,11 +6,12 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import SSLConnection
 
 from gateway.config import Settings
+from gateway.environment import settings_from_env
 from gateway.redis_client import create_redis, describe
 
 
 def settings(**env: str) -> Settings:
-    return Settings.from_env({"GATEWAY_UPSTREAM_URL": "http://backend:1", **env})
+    return settings_from_env({"GATEWAY_UPSTREAM_URL": "http://backend:1", **env})
 
 
 def test_standalone_pool_is_bounded_and_fails_fast() -> None:

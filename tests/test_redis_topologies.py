@@ -19,6 +19,7 @@ from gateway.batching import AutoPipeline, LuaScript
 from gateway.cache.redis_store import RedisCacheStore, entry_name
 from gateway.cache.store import Lookup
 from gateway.config import Settings
+from gateway.environment import settings_from_env
 from gateway.errors import StoreUnavailable
 from gateway.ratelimit.limiter import RedisLimiter, counter_keys
 from gateway.ratelimit.policy import parse_limits
@@ -31,7 +32,7 @@ KEYS = [f"key:{i}" for i in range(300)]  # spread over all three primaries
 
 
 def settings(env: dict[str, str]) -> Settings:
-    return Settings.from_env({"GATEWAY_UPSTREAM_URL": "http://127.0.0.1:9", **env})
+    return settings_from_env({"GATEWAY_UPSTREAM_URL": "http://127.0.0.1:9", **env})
 
 
 @pytest.fixture(scope="module")

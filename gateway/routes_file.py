@@ -1,0 +1,129 @@
+"""The routes file (YAML or JSON): routes with their own upstreams, cache and rate-limit settings.
+
+Every key is checked: an unknown one (a typo such as `rate_limt:` or an unsupported `timeout:`)
+stops start-up naming its place, since silently ignoring it would switch a policy off.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import fields, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+import yaml
+
+from gateway.config import (
+    CacheSettings,
+    RateLimitSettings,
+    Route,
+    parse_bool,
+    parse_int,
+    parse_path_prefix,
+    parse_upstream_url,
+)
+from gateway.errors import ConfigError
+
+NAME = "GATEWAY_ROUTES_FILE"
+TOP_LEVEL_KEYS = frozenset({"routes"})
+ROUTE_KEYS = frozenset({"name", "prefix", "upstream", "strip_prefix", "cache", "rate_limit"})
+S = TypeVar("S", CacheSettings, RateLimitSettings)
+
+
+def load_routes_file(
+    path: str, cache: CacheSettings, rate_limit: RateLimitSettings, admin_prefix: str
+) -> list[Route]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(NAME, f"cannot read {path!r} ({exc.strerror})") from None
+    try:
+        doc = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(NAME, f"{path!r} is not valid YAML/JSON ({exc})") from None
+    items = doc.get("routes") if isinstance(doc, dict) else None
+    if not isinstance(items, list):
+        raise ConfigError(NAME, "expected a top-level 'routes' list")
+    for key in doc:
+        if key not in TOP_LEVEL_KEYS:
+            raise ConfigError(f"{NAME} {key}", "unknown key (expected 'routes')")
+    routes = [
+        _route(f"{NAME} routes[{i}]", item, cache, rate_limit, admin_prefix)
+        for i, item in enumerate(items)
+    ]
+    prefixes = [r.prefix for r in routes]
+    if len(set(prefixes)) != len(prefixes):
+        raise ConfigError(NAME, "two routes share a prefix")
+    return routes
+
+
+def _route(
+    where: str, item: Any, cache: CacheSettings, rate_limit: RateLimitSettings, admin_prefix: str
+) -> Route:
+    if not isinstance(item, dict):
+        raise ConfigError(where, "expected a mapping")
+    for key in item:
+        if key not in ROUTE_KEYS:
+            raise ConfigError(f"{where}.{key}", f"unknown key (expected {', '.join(sorted(ROUTE_KEYS))})")
+    prefix = parse_path_prefix(f"{where}.prefix", str(item.get("prefix", "")))
+    if prefix == admin_prefix or prefix.startswith(admin_prefix + "/"):
+        raise ConfigError(f"{where}.prefix", f"is inside the admin prefix {admin_prefix}, "
+                          "which is never forwarded")
+    upstream = item.get("upstream")
+    urls: list[Any] = upstream if isinstance(upstream, list) else [upstream]
+    if not urls or any(not isinstance(u, str) for u in urls):
+        raise ConfigError(f"{where}.upstream", "expected a URL or a list of URLs")
+    return Route(
+        name=str(item.get("name") or prefix),
+        prefix=prefix,
+        upstreams=tuple(parse_upstream_url(f"{where}.upstream", u) for u in urls),
+        strip_prefix=parse_bool(f"{where}.strip_prefix", _text(item.get("strip_prefix", False))),
+        cache=_overlay(f"{where}.cache", cache, item.get("cache")),
+        rate_limit=_overlay(f"{where}.rate_limit", rate_limit, item.get("rate_limit")),
+    )
+
+
+def _text(value: Any) -> str:
+    """A YAML/JSON scalar or list as the text the environment would carry."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(map(_text, value))
+    return str(value)
+
+
+def _overlay(where: str, base: S, section: Any) -> S:
+    """Per-route settings: the route's keys over the global defaults, each parsed by the
+    field's own parser (the one its environment variable uses)."""
+    if section is None:
+        return base
+    if isinstance(section, bool) and isinstance(base, CacheSettings):
+        section = {"enabled": section}
+    if not isinstance(section, dict):
+        raise ConfigError(where, "expected a mapping")
+    by_name = {f.name: f for f in fields(base)}
+    changes: dict[str, Any] = {}
+    for key, value in section.items():
+        f = by_name.get(str(key))
+        if f is None or "parse" not in f.metadata:
+            raise ConfigError(f"{where}.{key}", "unknown setting")
+        if key == "cost":
+            changes[key] = _cost(f"{where}.cost", value)
+        else:
+            changes[f.name] = f.metadata["parse"](f"{where}.{key}", _text(value))
+    return replace(base, **changes)
+
+
+def _cost(where: str, value: Any) -> Mapping[str, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = {"*": value}
+    if not isinstance(value, dict):
+        raise ConfigError(where, "expected a number or a mapping of method to number")
+    costs = {"*": 1}
+    for method, cost in value.items():
+        costs[str(method).upper() if method != "*" else "*"] = parse_int(
+            f"{where}.{method}", str(cost), minimum=0
+        )
+    return MappingProxyType(costs)
