@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The gateway image: `python -m gateway` as a non-root user, configured by environment variables
-# (see README). Build: docker build -t gateway .   Run: docker compose up (docker-compose.yml).
+# (docs/configuration.md; the image and its choices: docs/deployment.md).
+# Build: docker build -t gateway .   Run: docker compose up (docker-compose.yml).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

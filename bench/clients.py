@@ -3,7 +3,7 @@ each next to the bare Starlette app measured in the same run, alternated, median
 
     .venv/bin/python bench/clients.py [--seconds 5] [--rounds 3]
 
-The measurement behind the README's "upstream client" design note.
+The measurement behind the "upstream client" design note (docs/design.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Auto-pipelining: the Redis commands of concurrent requests share one write and one read.
 
 redis-py spends ~150-200 µs of CPU per command round trip; most of it is per-call overhead, not
-per-command work (FIELD-NOTES). Commands issued during one event-loop tick are therefore queued
+per-command work (measured; docs/design.md). Commands issued during one event-loop tick are therefore queued
 and sent as a single non-transactional pipeline on the next tick; each caller awaits its own
 future. A deadline bounds every flush and a circuit breaker stops paying that deadline on every
 request while Redis is down. Every failure surfaces as `StoreUnavailable`.

@@ -1,7 +1,7 @@
 """The upstream hop: one shared aiohttp session per worker, behind a small interface.
 
 aiohttp's client is used directly because it measured ~5x cheaper per request than httpx here
-(README, design notes). This module is the one boundary where aiohttp's exceptions become the
+(docs/design.md). This module is the one boundary where aiohttp's exceptions become the
 gateway's own: refused/reset/protocol errors -> BadGateway, deadlines -> GatewayTimeout.
 """
 

@@ -1,4 +1,4 @@
-"""Pins the public surface and the import direction of the layers (ARCHITECTURE.md)."""
+"""Pins the public surface and the import direction of the layers (CONTRIBUTING.md)."""
 
 from __future__ import annotations
 
