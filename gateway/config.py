@@ -132,6 +132,32 @@ def parse_secret(name: str, raw: str) -> Secret:
     return Secret(raw)
 
 
+def parse_token(name: str, raw: str) -> Secret:
+    """A bearer token (RFC 6750 b64token): one that could never match is a silent lock-out."""
+    value = raw.strip()
+    if not all(c.isascii() and (c.isalnum() or c in "-._~+/=") for c in value):
+        raise ConfigError(name, "expected a token of letters, digits and -._~+/= (no spaces)")
+    return Secret(value)
+
+
+def parse_listen_host(name: str, raw: str) -> str:
+    """An IP address or a host name to bind (checked here so a typo fails before serving)."""
+    value = raw.strip()
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+        return value.strip("[]")
+    except ValueError:
+        pass
+    labels = value.rstrip(".").split(".")
+    if not value or len(value) > 253 or not all(
+        0 < len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii()
+        and not label.startswith("-") and not label.endswith("-")
+        for label in labels
+    ):
+        raise ConfigError(name, f"expected an IP address or a host name, got {raw!r}")
+    return value
+
+
 def parse_upstream_url(name: str, raw: str) -> str:
     """An http(s) URL with a host, optionally a base path; returned without a trailing slash."""
     value = raw.strip()
@@ -305,7 +331,7 @@ class RedisSettings:
 @dataclass(frozen=True, slots=True)
 class Settings:
     routes: tuple[Route, ...]
-    host: str = env("GATEWAY_HOST", parse_text, "0.0.0.0")
+    host: str = env("GATEWAY_HOST", parse_listen_host, "0.0.0.0")
     port: int = env("GATEWAY_PORT", parse_port, 8080)
     workers: int = env("GATEWAY_WORKERS", parse_positive_int, 1)
     upstream_connect_timeout: float = env("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", parse_timeout, 5.0)
@@ -313,7 +339,7 @@ class Settings:
     upstream_max_connections: int = env("GATEWAY_UPSTREAM_MAX_CONNECTIONS", parse_positive_int, 100)
     max_body_bytes: int = env("GATEWAY_MAX_BODY_BYTES", parse_int, 100 * MiB)  # 0: unlimited
     admin_prefix: str = env("GATEWAY_ADMIN_PREFIX", parse_admin_prefix, "/__gateway")
-    admin_token: Secret | None = env("GATEWAY_ADMIN_TOKEN", parse_secret, None)
+    admin_token: Secret | None = env("GATEWAY_ADMIN_TOKEN", parse_token, None)
     trusted_proxies: tuple[Network, ...] = env("GATEWAY_TRUSTED_PROXIES", parse_cidrs, ())
     log_level: str = env("GATEWAY_LOG_LEVEL", choice(LOG_LEVELS), "info")
     access_log: bool = env("GATEWAY_ACCESS_LOG", parse_bool, True)

@@ -78,6 +78,8 @@ def _redis(environ: Mapping[str, str]) -> RedisSettings:
     redis = RedisSettings(**values)
     if redis.mode == "sentinel" and not redis.sentinels:
         raise ConfigError("REDIS_MODE", "sentinel mode needs REDIS_SENTINELS")
+    if redis.mode == "cluster" and not (redis.host or redis.url):
+        raise ConfigError("REDIS_MODE", "cluster mode needs REDIS_HOST or REDIS_URL (any node)")
     if redis.mode == "cluster" and redis.db != 0:
         raise ConfigError("REDIS_DB", "Redis Cluster has only database 0")
     if redis.tls and redis.url is not None and redis.url.get_secret_value().startswith("redis://"):

@@ -56,6 +56,12 @@ def load_routes_file(
     prefixes = [r.prefix for r in routes]
     if len(set(prefixes)) != len(prefixes):
         raise ConfigError(NAME, "two routes share a prefix")
+    names = [r.name for r in routes]
+    for i, name in enumerate(names):
+        if name in names[:i] or name == "default":
+            # Route names key per-route state (upstream rotation, limits, cache keys, metrics);
+            # "default" is the GATEWAY_UPSTREAM_URL route's.
+            raise ConfigError(f"{NAME} routes[{i}].name", f"{name!r} is already used")
     return routes
 
 

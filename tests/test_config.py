@@ -250,3 +250,39 @@ def test_every_variable_default_is_the_dataclass_default() -> None:
     s = settings()
     assert s.cache == CacheSettings() and s.rate_limit == RateLimitSettings()
     assert s.redis == RedisSettings()
+
+
+def test_two_routes_with_one_name_are_refused(tmp_path: Path) -> None:
+    """Route names key per-route state: a duplicate could send one route's traffic to the
+    other's upstream."""
+    path = tmp_path / "routes.yaml"
+    path.write_text("routes: [{name: api, prefix: /a, upstream: 'http://x'},"
+                    " {name: api, prefix: /b, upstream: 'http://y'}]")
+    with pytest.raises(ConfigError, match="already used") as info:
+        settings_from_env({"GATEWAY_ROUTES_FILE": str(path)})
+    assert info.value.variable == "GATEWAY_ROUTES_FILE routes[1].name"
+
+
+def test_cluster_mode_without_a_node_is_refused_not_run_on_the_embedded_store() -> None:
+    with pytest.raises(ConfigError, match="REDIS_HOST or REDIS_URL") as info:
+        settings(REDIS_MODE="cluster")
+    assert info.value.variable == "REDIS_MODE"
+
+
+@pytest.mark.parametrize("token", ["two words", "tab\there", "caf\u00e9"])
+def test_admin_token_that_could_never_match_is_refused(token: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(GATEWAY_ADMIN_TOKEN=token)
+    assert info.value.variable == "GATEWAY_ADMIN_TOKEN" and token not in str(info.value)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::1]", "127.0.0.1", "gateway.internal", "localhost"])
+def test_listen_host_accepts_addresses_and_names(host: str) -> None:
+    assert settings(GATEWAY_HOST=host).host == host.strip("[]")
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0:8080", "http://x", "bad host", "-x-.example"])
+def test_listen_host_typo_is_refused(host: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(GATEWAY_HOST=host)
+    assert info.value.variable == "GATEWAY_HOST"
