@@ -12,11 +12,21 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Every dependency ships manylinux wheels for CPython 3.11 (uvloop, httptools, hiredis, aiohttp),
-# so no compiler is needed; the build stage only keeps pip's work out of the final image.
-COPY pyproject.toml README.md ./
+# Exactly the versions CI tested: the lock files with every hash checked (pip refuses any
+# file whose hash differs and any package the lock does not name). Every dependency ships
+# manylinux wheels for CPython 3.11 on x86_64 and aarch64 (uvloop, httptools, hiredis, aiohttp),
+# so no compiler is needed. Dependencies first, in their own layer: a code change reuses it.
+COPY requirements/build.txt requirements/main.txt ./requirements/
+RUN pip install --require-hashes --no-deps -r requirements/build.txt \
+ && pip install --require-hashes --no-deps -r requirements/main.txt
+# The gateway itself: no dependencies (all installed above) and no build isolation (its build
+# backend, setuptools, came from the lock too), so nothing unhashed is downloaded. Then the
+# build backend leaves the runtime virtualenv.
+COPY pyproject.toml README.md LICENSE ./
 COPY gateway ./gateway
-RUN pip install . && pip check
+RUN pip install --no-deps --no-build-isolation . \
+ && pip check \
+ && pip uninstall --yes setuptools
 
 # ---- runtime: the virtualenv on a clean slim image -----------------------------------------
 FROM ${PYTHON_IMAGE}

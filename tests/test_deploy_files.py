@@ -154,7 +154,85 @@ def test_dockerfile_runs_the_gateway_unprivileged_on_slim() -> None:
     assert users and users[-1].split(":")[0] not in {"root", "0"}
     assert ("EXPOSE", "8080") in steps
     assert json.loads(next(a for k, a in steps if k == "CMD")) == ["python", "-m", "gateway"]
-    assert any(k == "RUN" and "pip install ." in a for k, a in steps)
+    assert any(k == "RUN" and re.search(r"pip install [^&]*--no-deps[^&]* \.(\s|$)", a) for k, a in steps)
+
+
+def pip_installs() -> list[str]:
+    """Every `pip install ...` command in the Dockerfile's RUN steps."""
+    runs = [a for k, a in dockerfile() if k == "RUN"]
+    return [cmd.strip() for run in runs for cmd in re.split(r"&&|;", run) if "pip install" in cmd]
+
+
+def test_dockerfile_installs_exactly_the_hashed_lock() -> None:
+    installs = pip_installs()
+    locked = [cmd for cmd in installs if "--require-hashes" in cmd]
+    assert any("-r requirements/main.txt" in cmd for cmd in locked), "runtime deps from the lock"
+    assert any("-r requirements/build.txt" in cmd for cmd in locked), "installers from the lock"
+    # Anything else installs only the project itself, resolving nothing from an index.
+    for cmd in installs:
+        if cmd not in locked:
+            assert "--no-deps" in cmd and "--no-build-isolation" in cmd, cmd
+            assert cmd.split()[-1] == ".", cmd
+    copied = " ".join(a for k, a in dockerfile() if k == "COPY")
+    assert "requirements/main.txt" in copied and "requirements/build.txt" in copied
+
+
+# ---- the lock files (requirements/, written by scripts/lock) ---------------------------------
+
+
+def locked(name: str) -> dict[str, str]:
+    """{package: version} from a lock file, after checking every entry is pinned and hashed."""
+    text = (ROOT / "requirements" / name).read_text()
+    pins: dict[str, str] = {}
+    for entry in re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2]):
+        if not entry.strip() or entry.startswith("#"):
+            continue
+        match = re.match(r"([A-Za-z0-9._-]+)==([^\s;]+)", entry)
+        assert match, f"{name}: not an exact pin: {entry.splitlines()[0]}"
+        assert "--hash=sha256:" in entry, f"{name}: {match.group(1)} has no hash"
+        pins[match.group(1).lower().replace("_", "-")] = match.group(2)
+    return pins
+
+
+def declared() -> dict[str, list[str]]:
+    """pyproject.toml's requirement strings: runtime ("main") and each extra."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {"main": project["dependencies"], **project["optional-dependencies"]}
+
+
+def test_lock_files_pin_and_hash_every_package() -> None:
+    main, test, build = locked("main.txt"), locked("test.txt"), locked("build.txt")
+    assert {"starlette", "aiohttp", "redis", "uvicorn"} <= set(main)
+    assert {"pytest", "mypy", "ruff", "mkdocs", "mkdocs-material", "uv"} <= set(test)
+    assert {"pip", "setuptools"} <= set(build)
+
+
+def test_runtime_lock_is_the_tested_lock() -> None:
+    """The image gets the very versions CI tested: main.txt agrees with test.txt."""
+    main, test = locked("main.txt"), locked("test.txt")
+    differ = {name: (version, test.get(name)) for name, version in main.items()
+              if test.get(name) != version}
+    assert not differ, f"requirements/main.txt differs from test.txt: {differ}; run scripts/lock"
+
+
+def test_lock_satisfies_pyproject() -> None:
+    """A floor raised in pyproject.toml without re-locking fails here (run scripts/lock)."""
+    from packaging.requirements import Requirement
+
+    pins = {**locked("test.txt")}
+    for group, requirements in declared().items():
+        for text in requirements:
+            req = Requirement(text)
+            name = req.name.lower().replace("_", "-")
+            assert name in pins, f"{name} ({group}) is not in requirements/test.txt: run scripts/lock"
+            assert req.specifier.contains(pins[name]), (
+                f"requirements/test.txt pins {name}=={pins[name]}, pyproject wants {req.specifier}: "
+                "run scripts/lock"
+            )
+            if group == "main":
+                assert name in locked("main.txt"), f"{name} is not in requirements/main.txt"
 
 
 def test_dockerignore_lets_through_what_the_build_copies() -> None:
