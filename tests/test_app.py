@@ -52,7 +52,7 @@ def test_the_lifespan_opens_one_redis_client_and_admin_routes_answer(
         response = client.get("/anything")
         assert response.status_code == 502
         assert response.headers["content-type"] == "application/problem+json"
-    assert runtime.upstream is not None  # closed in the lifespan's exit
+    assert runtime.opened  # closed in the lifespan's exit
 
 
 def test_paths_no_route_claims_get_a_404_problem() -> None:
