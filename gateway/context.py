@@ -87,9 +87,9 @@ class RequestContextMiddleware:
             raise _bad_request("The Host header field is not a valid host[:port].")
         return host
 
-    def _target(self, scope: Scope, host: str) -> tuple[bytes, str]:
-        """The normalised path and the host (an absolute-form target's authority wins, RFC 9112
-        §3.2.2). Rewrites the scope's path when normalising changed it."""
+    def _target(self, scope: Scope, host: str) -> tuple[bytes, str, bool]:
+        """The normalised path, the host (an absolute-form target's authority wins, RFC 9112
+        §3.2.2) and whether the path was rewritten (then also in the scope)."""
         raw: bytes = scope.get("raw_path") or scope["path"].encode()
         if not raw.startswith(b"/"):
             absolute = _ABSOLUTE.fullmatch(raw)
@@ -108,17 +108,22 @@ class RequestContextMiddleware:
             )
         except PathRejected as exc:
             raise _bad_request(str(exc)) from None
-        if path is not raw:
-            scope["raw_path"] = path
-            scope["path"] = urllib.parse.unquote(path.decode("ascii"))
-        return path, host
+        if path is raw:
+            return path, host, False
+        scope["raw_path"] = path
+        scope["path"] = urllib.parse.unquote(path.decode("ascii"))
+        return path, host, True
 
     def _info(self, scope: Scope, request_id: str, started: float) -> RequestInfo:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         host = self._host(scope, headers)
-        path, host = self._target(scope, host)
+        path, host, rewritten = self._target(scope, host)
         prefix = self.admin_prefix
         admin = path == prefix or (path.startswith(prefix) and path[len(prefix)] == 0x2F)
+        if admin and rewritten:
+            # An outer proxy may guard the admin API by its plain spelling; another spelling
+            # that normalises into it is a bypass attempt, not a client to serve.
+            raise _bad_request("The admin API answers only its canonical path.")
         route = None if admin else self.runtime.routes.match(path)
         method: str = scope["method"]
         if method in _REFUSED_METHODS and (

@@ -45,9 +45,7 @@ def _rejected_raw(byte: int) -> bool:
     return byte < 0x20 or byte == 0x7F or byte == 0x5C or byte == 0x23  # CTL, "\\", "#"
 
 
-def normalise_path(
-    raw: bytes, *, merge_slashes: bool = True, keep_escaped_slashes: bool = False
-) -> bytes:
+def normalise_path(raw: bytes, *, merge_slashes: bool = True, keep_escaped_slashes: bool = False) -> bytes:
     """The normal form of the raw (percent-encoded) path `raw`; raises PathRejected."""
     if _PLAIN.fullmatch(raw):
         return raw
