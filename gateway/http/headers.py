@@ -6,11 +6,14 @@ from collections.abc import Iterable
 
 RawHeaders = list[tuple[bytes, bytes]]
 
-#: RFC 9110 §7.6.1 hop-by-hop fields, plus the proxy-auth pair that belongs to one hop and
-#: `proxy-connection`, a non-standard alias some clients still send.
+#: RFC 9110 §7.6.1 hop-by-hop fields, plus the proxy-auth pair that belongs to one hop,
+#: `proxy-connection`, a non-standard alias some clients still send, and `http2-settings`, the
+#: h2c upgrade's connection-specific field (RFC 7540 §3.2.1), as the Upgrade it goes with is
+#: ignored.
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
     b"transfer-encoding", b"upgrade", b"proxy-authorization", b"proxy-authenticate",
+    b"http2-settings",
 })
 
 #: Request fields the gateway sets itself, so a client's copy is never forwarded. Host is the
