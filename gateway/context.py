@@ -47,6 +47,10 @@ _REFUSED_METHODS = frozenset({"TRACE", "TRACK", "CONNECT"})
 _ALLOW = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 _CLOSE = [(b"connection", b"close")]
 _SCHEMES = {b"http": "http", b"https": "https"}
+#: The fields the edge reads, collected in one pass (`_scan`).
+_SCANNED = frozenset({b"host", b"x-request-id", b"content-length", b"transfer-encoding",
+                      b"upgrade"})
+Fields = dict[bytes, list[bytes]]
 
 
 def _bad_request(detail: str) -> BadRequest:
@@ -67,18 +71,12 @@ class RequestContextMiddleware:
             r.name: frozenset(n.encode() for n in r.forward_headers) for r in settings.routes
         }
 
-    def _request_id(self, headers: list[tuple[bytes, bytes]]) -> str:
-        given = get(headers, b"x-request-id")
-        if given is not None and _REQUEST_ID.fullmatch(given):
-            return given.decode()
-        return os.urandom(16).hex()  # 128 random bits, cheaper than uuid4()
-
-    def _host(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> str:
+    def _host(self, scope: Scope, fields: Fields) -> str:
         """RFC 9112 §3.2: exactly one valid Host on HTTP/1.1; at most one on HTTP/1.0."""
-        values = [value for key, value in headers if key == b"host"]
-        if len(values) > 1:
+        values = fields.get(b"host")
+        if values is not None and len(values) > 1:
             raise _bad_request("More than one Host header field.")
-        if not values:
+        if values is None:
             if scope.get("http_version", "1.1") == "1.0":
                 return ""
             raise _bad_request("HTTP/1.1 requests need a Host header field.")
@@ -114,9 +112,9 @@ class RequestContextMiddleware:
         scope["path"] = urllib.parse.unquote(path.decode("ascii"))
         return path, host, True
 
-    def _info(self, scope: Scope, request_id: str, started: float) -> RequestInfo:
+    def _info(self, scope: Scope, fields: Fields, request_id: str, started: float) -> RequestInfo:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        host = self._host(scope, headers)
+        host = self._host(scope, fields)
         path, host, rewritten = self._target(scope, host)
         prefix = self.admin_prefix
         admin = path == prefix or (path.startswith(prefix) and path[len(prefix)] == 0x2F)
@@ -130,8 +128,8 @@ class RequestContextMiddleware:
             method == "CONNECT" or route is None or not route.allow_trace
         ):
             raise MethodNotAllowed(f"{method} is not allowed here.", headers=[(b"allow", _ALLOW)])
-        upgrade = get(headers, b"upgrade")
-        if upgrade is not None and b"websocket" in upgrade.lower():
+        upgrade = fields.get(b"upgrade")
+        if upgrade is not None and b"websocket" in upgrade[0].lower():
             raise NotImplementedByGateway("WebSocket connections are not supported yet.")
         peer = scope["client"][0] if scope.get("client") else "0.0.0.0"
         trusted = bool(self.trusted) and is_trusted(peer, self.trusted)
@@ -150,7 +148,7 @@ class RequestContextMiddleware:
         info = RequestInfo(
             request_id=request_id, route=route, path=path, client_ip=client, peer_ip=peer,
             peer_trusted=trusted, scheme=scheme, host=host, forwarded_for=forwarded_for,
-            headers=headers, body_length=_body_length(headers), started=started,
+            headers=headers, body_length=_body_length(fields), started=started,
         )
         if route is not None:
             info.headers = scope["headers"] = forward_request_headers(
@@ -168,9 +166,10 @@ class RequestContextMiddleware:
                 await self.app(scope, receive, send)
             return
         started_at = time.perf_counter()
-        request_id = self._request_id(scope["headers"])
+        fields = _scan(scope["headers"])
+        request_id = _request_id(fields)
         try:
-            info = self._info(scope, request_id, started_at)
+            info = self._info(scope, fields, request_id, started_at)
         except GatewayError as exc:
             # Refused at the edge: nothing below runs, nothing is forwarded.
             raw = scope.get("raw_path") or b""
@@ -221,7 +220,7 @@ class RequestContextMiddleware:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        request_id = self._request_id(scope.get("headers", []))
+        request_id = _request_id(_scan(scope.get("headers", [])))
         if "websocket.http.response" in scope.get("extensions", {}):
             body = problem_body(501, "Not Implemented",
                                 "WebSocket connections are not supported yet.", request_id)
@@ -268,14 +267,34 @@ class RequestContextMiddleware:
             access_log.info(json.dumps(entry, separators=(",", ":")))
 
 
-def _body_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+def _scan(headers: list[tuple[bytes, bytes]]) -> Fields:
+    """The values of the fields the edge checks, in one pass over the header list."""
+    fields: Fields = {}
+    for key, value in headers:
+        if key in _SCANNED:
+            found = fields.get(key)
+            if found is None:
+                fields[key] = [value]
+            else:
+                found.append(value)
+    return fields
+
+
+def _request_id(fields: Fields) -> str:
+    given = fields.get(b"x-request-id")
+    if given is not None and _REQUEST_ID.fullmatch(given[0]):
+        return given[0].decode()
+    return os.urandom(16).hex()  # 128 random bits, cheaper than uuid4()
+
+
+def _body_length(fields: Fields) -> int | None:
     """The declared body size: Content-Length, 0 without one, None when chunked."""
-    length = get(headers, b"content-length")
+    length = fields.get(b"content-length")
     if length is not None:
-        if not length.isdigit():
+        if not length[0].isdigit():
             raise _bad_request("Invalid Content-Length.")
-        return int(length)
-    return None if get(headers, b"transfer-encoding") is not None else 0
+        return int(length[0])
+    return None if b"transfer-encoding" in fields else 0
 
 
 def _with_request_id(send: Send, info: RequestInfo) -> Send:

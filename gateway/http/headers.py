@@ -59,6 +59,8 @@ def is_forwarding(name: bytes) -> bool:
 
 
 VIA = b"1.1 gateway"
+#: Connection options that name no field (so nothing needs filtering for them).
+_CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b"upgrade", b""})
 
 
 def get(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
@@ -114,8 +116,12 @@ def forward_request_headers(
     (or a response the upstream reflects it into, which the cache would then share).
     """
     out: RawHeaders = []
-    via = None
-    for key, value in strip_hop_by_hop(headers):
+    via = named = None
+    for key, value in headers:  # ASGI field names are lowercase
+        if key in HOP_BY_HOP:
+            if key == b"connection":
+                named = value if named is None else named + b"," + value
+            continue
         if key in allowed:
             out.append((key, value))
             continue
@@ -129,6 +135,12 @@ def forward_request_headers(
             via = value if via is None else via + b", " + value
             continue
         out.append((key, value))
+    if named is not None:  # fields named in Connection belong to this hop only (§7.6.1)
+        tokens = {t.strip().lower() for t in named.split(b",")} - _CONNECTION_OPTIONS
+        if tokens:
+            out = [item for item in out if item[0] not in tokens]
+            if b"via" in tokens:
+                via = None
     out.append((b"x-forwarded-for", forwarded_for))
     out.append((b"x-forwarded-proto", scheme))
     if host:
