@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -24,6 +24,7 @@ from gateway.cache.purge import purge_endpoint
 from gateway.cache.redis_store import RedisCacheStore
 from gateway.config import Settings
 from gateway.context import RedisStateMiddleware, RequestContextMiddleware
+from gateway.http.request import request_info
 from gateway.proxy import ProxyApp
 from gateway.ratelimit.limiter import RedisLimiter
 from gateway.ratelimit.middleware import RateLimitMiddleware
@@ -48,22 +49,33 @@ class ProxyDispatch:
         self.proxy = proxy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        info = scope.get("gateway")
-        if info is not None and info.route is not None:
+        if scope["type"] == "http" and request_info(scope).route is not None:
             await self.proxy(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+
+def build_stack(runtime: Runtime, proxy: ASGIApp, router: ASGIApp) -> ASGIApp:
+    """The request path, outermost first. The rate limiter is handed the cache's `prefetch`
+    so a request's cache lookup leaves in the same Redis round trip as its rate-limit script
+    (tests/test_app.py pins this order and the wiring)."""
+    cache = CacheMiddleware(ProxyDispatch(router, proxy=proxy), runtime=runtime)
+    limit = RateLimitMiddleware(cache, runtime=runtime, prefetch=cache.prefetch)
+    return RequestContextMiddleware(RedisStateMiddleware(limit, runtime=runtime), runtime=runtime)
 
 
 class GatewayApp(Starlette):
     """Starlette without its outer ServerErrorMiddleware: RequestContextMiddleware is the
     outermost layer and already answers any unhandled error with a problem+json 500."""
 
+    def __init__(self, runtime: Runtime, proxy: ASGIApp, **kwargs: Any) -> None:
+        self.runtime = runtime
+        self.proxy = proxy
+        super().__init__(**kwargs)
+
     def build_middleware_stack(self) -> ASGIApp:
-        app: ASGIApp = ExceptionMiddleware(self.router, debug=self.debug)
-        for cls, args, kwargs in reversed(self.user_middleware):
-            app = cls(app, *args, **kwargs)
-        return app
+        router: ASGIApp = ExceptionMiddleware(self.router, debug=self.debug)
+        return build_stack(self.runtime, self.proxy, router)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -78,19 +90,12 @@ def create_app(settings: Settings) -> Starlette:
             await _close(runtime)
 
     proxy = ProxyApp(runtime)
-    middleware = [
-        Middleware(RequestContextMiddleware, runtime=runtime),
-        Middleware(RedisStateMiddleware, runtime=runtime),
-        Middleware(RateLimitMiddleware, runtime=runtime),
-        Middleware(CacheMiddleware, runtime=runtime),
-        Middleware(ProxyDispatch, proxy=proxy),
-    ]
     purge = Route("/purge", purge_endpoint(runtime), methods=["POST"])
     routes = [
         Mount(settings.admin_prefix, routes=admin_routes(runtime, extra=[purge])),
         Mount("", app=proxy),  # unrouted paths: ProxyApp answers a 404 problem
     ]
-    app = GatewayApp(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = GatewayApp(runtime, proxy, routes=routes, lifespan=lifespan)
     app.state.runtime = runtime
     return app
 
@@ -118,7 +123,7 @@ async def _open(runtime: Runtime) -> None:
 
 
 async def _close(runtime: Runtime) -> None:
-    if runtime.upstream is not None:
+    if runtime.opened:
         await runtime.upstream.aclose()
     if runtime.pipeline is not None:
         await runtime.pipeline.aclose()

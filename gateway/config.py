@@ -303,6 +303,9 @@ class Route:
     strip_prefix: bool = False
     cache: CacheSettings = field(default_factory=CacheSettings)
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
+    # Forwarding/override fields (lowercase names) this route passes on from any client.
+    forward_headers: frozenset[str] = frozenset()
+    allow_trace: bool = False  # TRACE/TRACK reach this route's upstream instead of a 405
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +347,10 @@ class Settings:
     log_level: str = env("GATEWAY_LOG_LEVEL", choice(LOG_LEVELS), "info")
     access_log: bool = env("GATEWAY_ACCESS_LOG", parse_bool, True)
     http_parser: str = env("GATEWAY_HTTP_PARSER", choice(("httptools", "h11")), "httptools")
+    merge_slashes: bool = env("GATEWAY_MERGE_SLASHES", parse_bool, True)
+    path_escaped_slashes: str = env(
+        "GATEWAY_PATH_ESCAPED_SLASHES", choice(("reject", "keep")), "reject"
+    )
     cache: CacheSettings = field(default_factory=CacheSettings)
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
     cache_memory_bytes: int = env("GATEWAY_CACHE_MEMORY_BYTES", parse_positive_int, 64 * MiB)

@@ -45,8 +45,16 @@ class NotFound(GatewayError):
     status, title = 404, "Not Found"
 
 
+class MethodNotAllowed(GatewayError):
+    status, title = 405, "Method Not Allowed"
+
+
 class PayloadTooLarge(GatewayError):
     status, title = 413, "Content Too Large"
+
+
+class NotImplementedByGateway(GatewayError):
+    status, title = 501, "Not Implemented"
 
 
 class BadGateway(GatewayError):

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 
 from starlette.types import Receive, Scope, Send
 
-from gateway.context import RequestInfo
-from gateway.errors import BadRequest, GatewayError, NotFound, PayloadTooLarge
-from gateway.http.headers import forward_request_headers, get, response_headers
+from gateway.errors import GatewayError, NotFound, PayloadTooLarge
+from gateway.http.headers import response_headers
+from gateway.http.request import request_info
 from gateway.runtime import Runtime
 from gateway.upstream import UpstreamResponse
 
@@ -49,45 +49,28 @@ class _Body:
                 yield chunk
 
 
-def _has_body(scope: Scope) -> tuple[bool, int | None]:
-    length = get(scope["headers"], b"content-length")
-    if length is not None:
-        try:
-            size = int(length)
-        except ValueError:
-            size = -1
-        return size != 0, size
-    return get(scope["headers"], b"transfer-encoding") is not None, None
-
-
 class ProxyApp:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        info: RequestInfo = scope["gateway"]
+        info = request_info(scope)
         route = info.route
         if route is None:
             raise NotFound("No route matches this path.")
         settings = self.runtime.settings
-        has_body, size = _has_body(scope)
-        if size is not None and size < 0:
-            raise BadRequest("Invalid Content-Length.")
+        size = info.body_length
         if size is not None and settings.max_body_bytes and size > settings.max_body_bytes:
             raise PayloadTooLarge(f"The request body exceeds {settings.max_body_bytes} bytes.")
-        upstream, path = self.runtime.routes.target(route, scope.get("raw_path") or scope["path"].encode())
+        upstream, path = self.runtime.routes.target(route, info.path)
         query: bytes = scope.get("query_string", b"")
         target = path + b"?" + query if query else path
-        headers = forward_request_headers(
-            scope["headers"], trusted_peer=info.peer_trusted, forwarded_for=info.forwarded_for,
-            scheme=scope.get("scheme", "http"),
-            host=info.host.encode("latin-1"), upstream_host=upstream.host,
-            request_id=info.request_id,
-        )
-        body = _Body(receive, settings.max_body_bytes) if has_body else None
-        if size is not None and size > 0:
+        # The list the context layer computed (an inner layer may have added conditional
+        # fields to it); only the upstream's Host and the body's length are added here.
+        headers = [*scope["headers"], (b"host", upstream.host)]
+        body = _Body(receive, settings.max_body_bytes) if size != 0 else None
+        if size:
             headers.append((b"content-length", str(size).encode()))
-        assert self.runtime.upstream is not None
         try:
             response = await self.runtime.upstream.request(
                 scope["method"], upstream.origin, target, headers,

@@ -7,6 +7,7 @@ stops start-up naming its place, since silently ignoring it would switch a polic
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import fields, replace
 from pathlib import Path
@@ -25,10 +26,21 @@ from gateway.config import (
     parse_upstream_url,
 )
 from gateway.errors import ConfigError
+from gateway.http.headers import GATEWAY_SET, HOP_BY_HOP
 
 NAME = "GATEWAY_ROUTES_FILE"
 TOP_LEVEL_KEYS = frozenset({"routes"})
-ROUTE_KEYS = frozenset({"name", "prefix", "upstream", "strip_prefix", "cache", "rate_limit"})
+ROUTE_KEYS = frozenset({
+    "name", "prefix", "upstream", "strip_prefix", "cache", "rate_limit", "forward_headers",
+    "allow_trace",
+})
+#: A header field name (RFC 9110 §5.1 token).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Fields `forward_headers` cannot name: the gateway sets or answers them itself, or they belong
+#: to one hop only.
+_NOT_FORWARDABLE = GATEWAY_SET | HOP_BY_HOP | {
+    b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"via",
+}
 S = TypeVar("S", CacheSettings, RateLimitSettings)
 
 
@@ -88,7 +100,23 @@ def _route(
         strip_prefix=parse_bool(f"{where}.strip_prefix", _text(item.get("strip_prefix", False))),
         cache=_overlay(f"{where}.cache", cache, item.get("cache")),
         rate_limit=_overlay(f"{where}.rate_limit", rate_limit, item.get("rate_limit")),
+        forward_headers=_header_names(f"{where}.forward_headers", item.get("forward_headers", [])),
+        allow_trace=parse_bool(f"{where}.allow_trace", _text(item.get("allow_trace", False))),
     )
+
+
+def _header_names(where: str, value: Any) -> frozenset[str]:
+    """A list of header names the route forwards from any client (lowercased)."""
+    items: list[Any] = value if isinstance(value, list) else [value]
+    names: set[str] = set()
+    for item in items:
+        if not isinstance(item, str) or not _TOKEN.fullmatch(item.strip()):
+            raise ConfigError(where, f"expected a list of header names, got {item!r}")
+        name = item.strip().lower()
+        if name.encode() in _NOT_FORWARDABLE:
+            raise ConfigError(where, f"{item!r} is set by the gateway itself or is hop-by-hop")
+        names.add(name)
+    return frozenset(names)
 
 
 def _text(value: Any) -> str:

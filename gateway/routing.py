@@ -1,7 +1,9 @@
 """The route table: longest path prefix wins; each route names its upstream(s).
 
-Matching works on the raw (still percent-encoded) path, the same bytes that are forwarded, so
-the route that decides the policy is always the route that receives the request.
+Matching works on the normalised raw path (gateway.http.paths; the context layer normalises
+every request's path once), the same bytes that are forwarded, so the route that decides the
+policy is always the route that receives the request. Prefixes are normalised the same way at
+start-up ("/café" matches "/caf%C3%A9").
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from gateway.config import Route
+from gateway.http.paths import normalise_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +40,7 @@ class _Entry:
 
     def __init__(self, route: Route) -> None:
         self.route = route
-        self.prefix = route.prefix.encode() if route.prefix != "/" else b""
+        self.prefix = normalise_path(route.prefix.encode()) if route.prefix != "/" else b""
         self.strip = route.strip_prefix and bool(self.prefix)
         ups = [Upstream.parse(u) for u in route.upstreams]
         # Round-robin without locks: the event loop runs one request at a time per worker.

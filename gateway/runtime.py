@@ -28,12 +28,19 @@ class Metrics:
 class Runtime:
     """Filled in by the lifespan (one per worker) and read by every middleware per request."""
 
+    #: The upstream client, created by the lifespan before the first request (so the hot path
+    #: needs no None check); `opened` says whether it exists yet.
+    upstream: AiohttpUpstream
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.routes = RouteTable(settings.routes)
         self.metrics = Metrics()
         self.redis: RedisClient | None = None
         self.pipeline: AutoPipeline | None = None
-        self.upstream: AiohttpUpstream | None = None
         self.cache_store: CacheStore | None = None
         self.limiter: Limiter | None = None  # None: the rate-limit layer counts in-process
+
+    @property
+    def opened(self) -> bool:
+        return hasattr(self, "upstream")

@@ -52,7 +52,7 @@ def test_the_lifespan_opens_one_redis_client_and_admin_routes_answer(
         response = client.get("/anything")
         assert response.status_code == 502
         assert response.headers["content-type"] == "application/problem+json"
-    assert runtime.upstream is not None  # closed in the lifespan's exit
+    assert runtime.opened  # closed in the lifespan's exit
 
 
 def test_paths_no_route_claims_get_a_404_problem() -> None:
@@ -68,3 +68,32 @@ def test_paths_no_route_claims_get_a_404_problem() -> None:
             response = client.get("/elsewhere")
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_the_stack_order_and_the_rate_limit_to_cache_prefetch_wiring_are_pinned() -> None:
+    """Reordering the layers, or putting one between the rate limiter and the cache, would
+    silently lose the shared Redis round trip (the limiter would prefetch for a cache that is
+    not the next layer): this fails first."""
+    from starlette.middleware.exceptions import ExceptionMiddleware
+
+    from gateway.app import ProxyDispatch
+    from gateway.cache.middleware import CacheMiddleware
+    from gateway.context import RequestContextMiddleware
+    from gateway.ratelimit.middleware import RateLimitMiddleware
+
+    app = create_app(settings_from_env({"GATEWAY_UPSTREAM_URL": "http://127.0.0.1:1"}))
+    with TestClient(app):
+        layer = app.middleware_stack
+    chain = []
+    while layer is not None and not isinstance(layer, ExceptionMiddleware):
+        chain.append(layer)
+        layer = getattr(layer, "app", None)
+    assert [type(x) for x in chain] == [
+        RequestContextMiddleware, RedisStateMiddleware, RateLimitMiddleware, CacheMiddleware,
+        ProxyDispatch,
+    ]
+    limiter, cache = chain[2], chain[3]
+    assert isinstance(limiter, RateLimitMiddleware) and isinstance(cache, CacheMiddleware)
+    prefetch = limiter.prefetch
+    assert prefetch is not None and getattr(prefetch, "__self__", None) is cache
+    assert limiter.app is cache  # nothing in between

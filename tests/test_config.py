@@ -286,3 +286,36 @@ def test_listen_host_typo_is_refused(host: str) -> None:
     with pytest.raises(ConfigError) as info:
         settings(GATEWAY_HOST=host)
     assert info.value.variable == "GATEWAY_HOST"
+def test_edge_path_settings_default_to_merging_slashes_and_rejecting_escaped_ones() -> None:
+    settings = settings_from_env({"GATEWAY_UPSTREAM_URL": "http://u:1"})
+    assert settings.merge_slashes is True and settings.path_escaped_slashes == "reject"
+    changed = settings_from_env({"GATEWAY_UPSTREAM_URL": "http://u:1",
+                                 "GATEWAY_MERGE_SLASHES": "false",
+                                 "GATEWAY_PATH_ESCAPED_SLASHES": "keep"})
+    assert changed.merge_slashes is False and changed.path_escaped_slashes == "keep"
+    with pytest.raises(ConfigError, match="GATEWAY_PATH_ESCAPED_SLASHES"):
+        settings_from_env({"GATEWAY_UPSTREAM_URL": "http://u:1",
+                           "GATEWAY_PATH_ESCAPED_SLASHES": "decode"})
+
+
+def test_routes_file_forward_headers_and_allow_trace(tmp_path: Path) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text("routes:\n  - prefix: /a\n    upstream: http://u:1\n"
+                    "    forward_headers: [X-Forwarded-Prefix, X_Legacy_Key]\n"
+                    "    allow_trace: true\n  - prefix: /b\n    upstream: http://u:1\n")
+    a, b = settings_from_env({"GATEWAY_ROUTES_FILE": str(path)}).routes
+    assert a.forward_headers == frozenset({"x-forwarded-prefix", "x_legacy_key"})
+    assert a.allow_trace is True
+    assert b.forward_headers == frozenset() and b.allow_trace is False
+
+
+@pytest.mark.parametrize("names", ["[Host]", "[X-Forwarded-For]", "[Connection]",
+                                   "[Content-Length]", "['bad name']", "[Via]"])
+def test_forward_headers_cannot_name_fields_the_gateway_sets_or_hop_by_hop_ones(
+    tmp_path: Path, names: str
+) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text(f"routes:\n  - prefix: /a\n    upstream: http://u:1\n"
+                    f"    forward_headers: {names}\n")
+    with pytest.raises(ConfigError, match=r"routes\[0\]\.forward_headers"):
+        settings_from_env({"GATEWAY_ROUTES_FILE": str(path)})

@@ -5,7 +5,6 @@ stale-while-revalidate; both coordinated through the store's lock so they hold a
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -17,6 +16,7 @@ from gateway.cache.exchange import Request
 from gateway.cache.revalidate import revalidate
 from gateway.cache.store import CacheStore
 from gateway.errors import GatewayError, StoreUnavailable
+from gateway.http.request import SCOPE_KEY, request_info
 
 log = logging.getLogger("gateway.cache")
 
@@ -128,9 +128,4 @@ class Refresher:
 
 def _detached(scope: Scope) -> Scope:
     """A copy of the scope for a request nobody is waiting on."""
-    detached = {**scope, "method": "GET"}
-    info = copy.copy(scope["gateway"])
-    if hasattr(info, "extra_response_headers"):
-        info.extra_response_headers = []
-    detached["gateway"] = info
-    return detached
+    return {**scope, "method": "GET", SCOPE_KEY: request_info(scope).detached()}

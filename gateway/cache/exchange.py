@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,6 +28,7 @@ from gateway.cache.entry import Entry
 from gateway.cache.store import CacheStore
 from gateway.config import CacheSettings
 from gateway.errors import StoreUnavailable
+from gateway.http.request import RequestInfo
 
 log = logging.getLogger("gateway.cache")
 
@@ -91,7 +91,7 @@ def _is_conditional(headers: Headers) -> bool:
 
 
 async def forward_bypassing(
-    app: ASGIApp, scope: Scope, receive: Receive, send: Send, info: Any, detail: str
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, info: RequestInfo, detail: str
 ) -> None:
     """Bypass: relay the upstream's answer untouched but for the cache's headers."""
     info.cache_status = "BYPASS"

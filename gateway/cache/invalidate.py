@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.cache import policy
 from gateway.cache.store import CacheStore
 from gateway.errors import StoreUnavailable
+from gateway.http.request import RequestInfo, request_info
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -20,8 +21,8 @@ async def forward_invalidating(
 ) -> None:
     """Forward a request; a non-error answer to an unsafe method invalidates the target URI and
     its same-origin Location/Content-Location in every process before the client hears it."""
-    info = scope.get("gateway")
-    route = getattr(info, "route", None)
+    info = request_info(scope)
+    route = info.route
     store: CacheStore | None = runtime.cache_store
     if route is None or not route.cache.enabled or store is None:
         await app(scope, receive, send)
@@ -38,11 +39,11 @@ async def forward_invalidating(
 
 
 async def invalidate(
-    runtime: Runtime, scope: Scope, info: Any, store: CacheStore,
+    runtime: Runtime, scope: Scope, info: RequestInfo, store: CacheStore,
     response_headers: list[tuple[bytes, bytes]],
 ) -> None:
     """Drop every variant of each target's key; store trouble is not the client's problem."""
-    raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+    raw_path = info.path
     headers = [(name.lower(), value) for name, value in response_headers]
     keys = []
     for path, query in policy.invalidation_targets(

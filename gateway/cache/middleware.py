@@ -36,6 +36,7 @@ from gateway.cache.invalidate import forward_invalidating
 from gateway.cache.revalidate import revalidate
 from gateway.cache.store import CacheStore, Lookup
 from gateway.errors import GatewayError, StoreUnavailable, send_problem
+from gateway.http.request import request_info
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -90,17 +91,18 @@ class CacheMiddleware:
         """The request's key and guessed variant, or None when the cache does not look up."""
         if scope["type"] != "http" or scope["method"] not in policy.LOOKUP_METHODS:
             return None
-        info: Any = scope.get("gateway")
-        route = getattr(info, "route", None)
+        info = request_info(scope)
+        route = info.route
         if route is None or not route.cache.enabled or self.runtime.cache_store is None:
             return None
         settings = route.cache
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
         key = policy.primary_key(
-            info.scheme, info.host, route.name, raw_path, scope.get("query_string", b""),
+            info.scheme, info.host, route.name, info.path, scope.get("query_string", b""),
             settings.ignore_query_params,
         )
-        headers = scope["headers"]
+        # Vary selects on the fields as forwarded (the gateway's own X-Forwarded-For, not the
+        # client's), the same list the upstream's answer was chosen by.
+        headers = info.headers
         request_cc = parse_cache_control(_header_values(headers, b"cache-control"))
         request = Request(key, scope["method"], headers, settings, request_cc)
         vary = self._vary.get(key, "")
@@ -120,7 +122,7 @@ class CacheMiddleware:
                 await self.app(scope, receive, send)
             return
         request, variant = plan
-        info = scope["gateway"]
+        info = request_info(scope)
         settings = request.settings
         if settings.ignore_query_params:  # forward exactly what the key names
             scope["query_string"] = policy.strip_query(
@@ -186,7 +188,7 @@ class CacheMiddleware:
         self, scope: Scope, receive: Receive, send: Send, request: Request,
         entry: Entry | None, lookup: Lookup,
     ) -> None:
-        info = scope["gateway"]
+        info = request_info(scope)
         store = self.runtime.cache_store
         assert store is not None  # only reached through __call__, after _plan()
         now = self.clock()
@@ -225,7 +227,7 @@ class CacheMiddleware:
         entry: Entry | None, store: CacheStore, fwd: str,
     ) -> None:
         """Go upstream as the collapsing leader, or wait for one (across processes)."""
-        info = scope["gateway"]
+        info = request_info(scope)
         token: str | None = None
         collapsible = (
             request.settings.lock_timeout > 0

@@ -4,7 +4,6 @@ origin with it (RFC 5861 §4, stale-if-error)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -14,6 +13,7 @@ from gateway.cache.entry import Entry
 from gateway.cache.exchange import NOT_STORED_FIELDS, Relay, Request, put_entry, send_entry
 from gateway.cache.store import CacheStore
 from gateway.errors import GatewayError
+from gateway.http.request import RequestInfo, request_info
 
 #: Fields of a 304 that answer the revalidating client but are never stored for others.
 _CLIENT_ONLY = frozenset({b"set-cookie", b"set-cookie2"})
@@ -32,7 +32,7 @@ async def revalidate(
     """Forward with the stored validators (§4.3.1); a 304 freshens the entry (§4.3.4) and the
     client is answered from it; a new response replaces it; an error is covered by the stale
     entry when stale-if-error allows."""
-    info = scope["gateway"]
+    info = request_info(scope)
     request_time = clock()
     covers_errors = policy.serve_stale_on_error(
         entry.freshness, entry.age(request_time), request.request_cc
@@ -98,7 +98,8 @@ def freshened(
 
 
 async def _serve_stale(
-    send: Send, request: Request, entry: Entry, now: float, upstream_status: int, info: Any
+    send: Send, request: Request, entry: Entry, now: float, upstream_status: int,
+    info: RequestInfo,
 ) -> None:
     """RFC 5861 §4: answer with the stale entry instead of the origin's error."""
     info.cache_status = "STALE"

@@ -6,22 +6,61 @@ from collections.abc import Iterable
 
 RawHeaders = list[tuple[bytes, bytes]]
 
-#: RFC 9110 §7.6.1 hop-by-hop fields, plus the proxy-auth pair that belongs to one hop and
-#: `proxy-connection`, a non-standard alias some clients still send.
+#: RFC 9110 §7.6.1 hop-by-hop fields, plus the proxy-auth pair that belongs to one hop,
+#: `proxy-connection`, a non-standard alias some clients still send, and `http2-settings`, the
+#: h2c upgrade's connection-specific field (RFC 7540 §3.2.1), as the Upgrade it goes with is
+#: ignored.
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
     b"transfer-encoding", b"upgrade", b"proxy-authorization", b"proxy-authenticate",
+    b"http2-settings",
 })
 
-#: Request fields the gateway sets itself, so a client's copy is never forwarded.
+#: Request fields the gateway sets itself, so a client's copy is never forwarded. Host is the
+#: upstream's (added by the proxy), Content-Length is re-sent as parsed, Expect is answered here.
 GATEWAY_SET = frozenset({b"host", b"expect", b"x-request-id", b"content-length"})
 
-#: Forwarding fields a client could spoof: forwarded only when the peer is a trusted proxy.
-SPOOFABLE = frozenset({
-    b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip", b"forwarded",
+#: The forwarding and override family: fields that tell an application who the client is, which
+#: host, scheme, port or URL was "really" requested, or which method to run instead. Frameworks
+#: and upstream proxies act on them (Symfony/Zend read X-Original-URL and X-Rewrite-URL, Rails
+#: and Spring honour X-HTTP-Method-Override, IP allow-lists read True-Client-IP or
+#: X-Client-IP, link builders echo X-Forwarded-Host/-Port/-Prefix), so a client that sends
+#: one can bypass access rules or poison the cache (the upstream reflects the value and the
+#: answer is shared). Every `X-Forwarded-*` name belongs to it too (FORWARDING_PREFIX).
+#: From an untrusted peer the whole family is dropped; the gateway then sets only its own
+#: X-Forwarded-For/-Proto/-Host, Via and X-Request-ID. A route can let named ones through
+#: (`forward_headers:` in the routes file).
+FORWARDING_FAMILY = frozenset({
+    # who the client is
+    b"forwarded", b"forwarded-for", b"x-forwarded", b"x-real-ip", b"true-client-ip",
+    b"x-client-ip", b"x-cluster-client-ip", b"cf-connecting-ip", b"fastly-client-ip",
+    b"x-proxyuser-ip", b"client-ip", b"http-client-ip", b"x-originating-ip", b"x-remote-ip",
+    b"x-remote-addr", b"x-original-forwarded-for", b"x-original-remote-addr",
+    b"wl-proxy-client-ip", b"proxy-client-ip", b"x-azure-clientip", b"x-azure-socketip",
+    b"x-envoy-external-address", b"x-custom-ip-authorization",
+    # which host, scheme or port was asked for
+    b"x-host", b"x-original-host", b"x-real-host", b"front-end-https", b"x-url-scheme",
+    b"x-scheme", b"x-https",
+    # which URL or method was "really" requested
+    b"x-original-url", b"x-original-uri", b"x-rewrite-url", b"x-envoy-original-path",
+    b"x-http-method-override", b"x-http-method", b"x-method-override",
 })
+FORWARDING_PREFIX = b"x-forwarded-"
+
+#: Family members a trusted proxy (GATEWAY_TRUSTED_PROXIES) may pass on: the standard ones.
+#: X-Forwarded-For is always rebuilt from the verified chain; X-Forwarded-Proto and -Host are
+#: read into the request view (scheme, host) and re-sent from there.
+TRUSTED_KEPT = frozenset({b"forwarded", b"x-real-ip", b"x-forwarded-port", b"x-forwarded-prefix"})
+
+
+def is_forwarding(name: bytes) -> bool:
+    """Whether the (lowercase) field name belongs to the forwarding/override family."""
+    return name in FORWARDING_FAMILY or name.startswith(FORWARDING_PREFIX)
+
 
 VIA = b"1.1 gateway"
+#: Connection options that name no field (so nothing needs filtering for them).
+_CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b"upgrade", b""})
 
 
 def get(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
@@ -61,45 +100,53 @@ def forward_request_headers(
     *,
     trusted_peer: bool,
     forwarded_for: bytes,
-    scheme: str,
+    scheme: bytes,
     host: bytes,
-    upstream_host: bytes,
-    request_id: str,
+    request_id: bytes,
+    allowed: frozenset[bytes] = frozenset(),
 ) -> RawHeaders:
-    """The header list sent upstream: hop-by-hop removed, forwarding fields set (§7.6.3 Via).
+    """The header list sent upstream, but for Host and Content-Length (the proxy adds those).
 
-    `X-Forwarded-For` is always the gateway's own: the verified chain from the client to the
-    peer (`identity.resolve`), so no client-written entry reaches an upstream (or a response
-    the upstream reflects it into, and the cache then shares). From an untrusted peer every
-    other forwarding field is dropped and rebuilt; from a trusted proxy its proto, host and
-    `Forwarded`/`X-Real-IP` are kept.
+    Hop-by-hop fields go (RFC 9110 §7.6.1); so do names with an underscore (NGINX's
+    `underscores_in_headers off`: CGI-style servers read `X_Forwarded_For` as
+    `X-Forwarded-For`) and the forwarding/override family, but for the standard ones from a
+    trusted proxy (TRUSTED_KEPT) and the names in `allowed` (a route's `forward_headers`).
+    The gateway's own fields come last: `X-Forwarded-For` is the verified chain from the
+    client to the peer (`identity.resolve`), so no client-written entry reaches an upstream
+    (or a response the upstream reflects it into, which the cache would then share).
     """
     out: RawHeaders = []
-    proto = fwd_host = via = None
-    for key, value in strip_hop_by_hop(headers):
-        if key in GATEWAY_SET:
+    via = named = None
+    for key, value in headers:  # ASGI field names are lowercase
+        if key in HOP_BY_HOP:
+            if key == b"connection":
+                named = value if named is None else named + b"," + value
             continue
-        if key in SPOOFABLE:
-            if not trusted_peer:
-                continue
-            if key == b"x-forwarded-for":
-                continue
-            if key == b"x-forwarded-proto":
-                proto = proto or value
-                continue
-            if key == b"x-forwarded-host":
-                fwd_host = fwd_host or value
-                continue
+        if key in allowed:
+            out.append((key, value))
+            continue
+        if key in GATEWAY_SET or b"_" in key:
+            continue
+        if key in FORWARDING_FAMILY or key.startswith(FORWARDING_PREFIX):
+            if trusted_peer and key in TRUSTED_KEPT:
+                out.append((key, value))
+            continue
         if key == b"via":
             via = value if via is None else via + b", " + value
             continue
         out.append((key, value))
-    out.append((b"host", upstream_host))
+    if named is not None:  # fields named in Connection belong to this hop only (§7.6.1)
+        tokens = {t.strip().lower() for t in named.split(b",")} - _CONNECTION_OPTIONS
+        if tokens:
+            out = [item for item in out if item[0] not in tokens]
+            if b"via" in tokens:
+                via = None
     out.append((b"x-forwarded-for", forwarded_for))
-    out.append((b"x-forwarded-proto", proto or scheme.encode()))
-    out.append((b"x-forwarded-host", fwd_host or host))
+    out.append((b"x-forwarded-proto", scheme))
+    if host:
+        out.append((b"x-forwarded-host", host))
     out.append((b"via", via + b", " + VIA if via else VIA))
-    out.append((b"x-request-id", request_id.encode()))
+    out.append((b"x-request-id", request_id))
     return out
 
 

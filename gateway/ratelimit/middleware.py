@@ -1,9 +1,9 @@
 """RateLimitMiddleware: decide before anything is forwarded or answered from cache.
 
 Per request: skip admin paths and routes without limits; exempt clients pass untouched. The
-decision is started first, then the inner app's `prefetch` (the cache lookup), so both leave in
-one pipeline flush; only then is the decision awaited. Admitted answers get the RateLimit fields
-through `scope["gateway"].extra_response_headers` (added by the context layer to every
+decision is started first, then `prefetch` (the cache's lookup, wired in app.py), so both leave
+in one pipeline flush; only then is the decision awaited. Admitted answers get the RateLimit
+fields through the request view's `extra_response_headers` (added by the context layer to every
 response start, streamed ones included); refused ones get a 429 problem+json here. When the
 store cannot decide, the route's fail mode applies: `open` admits, `closed` answers 503, `local`
 counts in this process until the store answers again.
@@ -12,11 +12,12 @@ counts in this process until the store answers again.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import StoreUnavailable, send_problem
+from gateway.http.request import RequestInfo, request_info
 from gateway.ratelimit.limiter import Limiter, MemoryLimiter
 from gateway.ratelimit.policy import (
     Decision,
@@ -34,18 +35,28 @@ SHADOW_HEADER = b"x-ratelimit-shadow"
 CLOSED_RETRY_AFTER = b"1"
 
 
+#: Starts a request's cache lookup so it joins the rate-limit decision's round trip.
+Prefetch = Callable[[Scope], None]
+
+
 class RateLimitMiddleware:
-    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+    def __init__(
+        self, app: ASGIApp, runtime: Runtime, prefetch: Prefetch | None = None
+    ) -> None:
         self.app = app
         self.runtime = runtime
+        self.prefetch = prefetch
         self.policies = compile_policies(runtime.settings)
         self.memory = MemoryLimiter()  # no store configured, or the `local` fail mode
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        info: Any = scope.get("gateway") if scope["type"] == "http" else None
-        route: Any = getattr(info, "route", None)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        info = request_info(scope)
+        route = info.route
         policy = self.policies.get(route.name) if route is not None else None
-        if policy is None:  # not HTTP, an admin path, or a route without limits
+        if route is None or policy is None:  # an admin path, or a route without limits
             await self.app(scope, receive, send)
             return
         identity = policy.identity(info.client_ip, scope["headers"], route.name)
@@ -55,9 +66,8 @@ class RateLimitMiddleware:
         cost = policy.cost(scope["method"])
         limiter: Limiter = self.runtime.limiter or self.memory
         pending = limiter.hit(identity, policy.limits, policy.strategy, cost)
-        prefetch = getattr(self.app, "prefetch", None)
-        if prefetch is not None:
-            prefetch(scope)  # the cache lookup joins the decision's round trip
+        if self.prefetch is not None:
+            self.prefetch(scope)  # the cache lookup joins the decision's round trip
         metrics = self.runtime.metrics.ratelimit
         try:
             decision = await pending
@@ -92,7 +102,8 @@ class RateLimitMiddleware:
         await self.app(scope, receive, send)
 
     async def _reject(
-        self, policy: RatePolicy, decision: Decision, info: Any, scope: Scope, send: Send
+        self, policy: RatePolicy, decision: Decision, info: RequestInfo, scope: Scope,
+        send: Send,
     ) -> None:
         await send_problem(
             send, 429, "Too Many Requests", f'rate limit exceeded for policy "{policy.name}"',

@@ -13,7 +13,7 @@ from gateway.cache.directives import format_http_date
 from gateway.cache.memory_store import MemoryCacheStore
 from gateway.cache.middleware import CacheMiddleware
 from gateway.config import CacheSettings, Route
-from gateway.context import RequestInfo
+from gateway.http.request import RequestInfo
 from gateway.routing import RouteTable
 
 Headers = list[tuple[bytes, bytes]]
@@ -132,13 +132,15 @@ class Gateway:
             (r for r in sorted(self.routes, key=lambda r: -len(r.prefix))
              if path.startswith(r.prefix)), None,
         )
+        all_headers = [(b"host", host.encode()), *(headers or [])]
         info = RequestInfo(
-            "req-1", route, "127.0.0.1", "127.0.0.1", False, "http", host, b"127.0.0.1"
+            request_id="req-1", route=route, path=path.encode(), client_ip="127.0.0.1",
+            peer_ip="127.0.0.1", peer_trusted=False, scheme="http", host=host,
+            forwarded_for=b"127.0.0.1", headers=all_headers,
         )
         return {
             "type": "http", "method": method, "path": path, "raw_path": path.encode(),
-            "query_string": query.encode(), "headers": [(b"host", host.encode()),
-                                                         *(headers or [])],
+            "query_string": query.encode(), "headers": all_headers,
             "scheme": "http", "gateway": info,
         }
 

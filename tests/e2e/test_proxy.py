@@ -49,15 +49,30 @@ def test_arbitrary_extension_methods_with_the_h11_parser(gateway_factory: Gatewa
     assert response.json()["method"] == "X-CUSTOM-VERB"
 
 
-def test_raw_path_and_query_are_forwarded_byte_for_byte(gateway: GatewayProcess,
-                                                        upstream: RecordingUpstream) -> None:
-    target = b"/echo/a%2Fb/%7Euser/caf%C3%A9;p=1?q=a%20b&empty=&flag&x=%2B+1"
+def test_query_is_forwarded_byte_for_byte_and_the_path_in_its_normal_form(
+    gateway: GatewayProcess, upstream: RecordingUpstream
+) -> None:
+    query = b"q=a%20b&empty=&flag&x=%2B+1&p=%2F%2e"
+    target = b"/echo/%7euser/caf%c3%a9;p=1?" + query
     status, _, _ = raw_request(
         gateway.port, b"GET " + target + b" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
     )
     assert status == 200
     seen = upstream.requests[-1]
-    assert seen.raw_path + b"?" + seen.query == target
+    assert seen.query == query  # the query is never normalised
+    assert seen.raw_path == b"/echo/~user/caf%C3%A9;p=1"  # unreserved decoded, hex uppercased
+
+
+def test_escaped_slash_is_forwarded_untouched_when_configured_to_keep(
+    gateway_factory: GatewayFactory, upstream: RecordingUpstream
+) -> None:
+    gw = gateway_factory({"GATEWAY_CACHE_ENABLED": "false", "GATEWAY_PATH_ESCAPED_SLASHES": "keep"})
+    target = b"/echo/a%2fb/c%5Cd"
+    status, _, _ = raw_request(
+        gw.port, b"GET " + target + b" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+    )
+    assert status == 200
+    assert upstream.requests[-1].raw_path == b"/echo/a%2Fb/c%5Cd"
 
 
 def test_request_body_and_headers_arrive_intact(gateway: GatewayProcess,

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from gateway.http.headers import forward_request_headers, response_headers, strip_hop_by_hop
+from gateway.http.headers import (
+    FORWARDING_FAMILY,
+    forward_request_headers,
+    response_headers,
+    strip_hop_by_hop,
+)
 
 
 def test_strip_removes_standard_and_connection_named_fields() -> None:
@@ -12,11 +17,14 @@ def test_strip_removes_standard_and_connection_named_fields() -> None:
     assert strip_hop_by_hop(headers) == [(b"accept", b"*/*")]
 
 
-def forward(headers: list[tuple[bytes, bytes]], trusted: bool = False) -> dict[bytes, bytes]:
+def forward(
+    headers: list[tuple[bytes, bytes]], trusted: bool = False, scheme: bytes = b"http",
+    allowed: frozenset[bytes] = frozenset(),
+) -> dict[bytes, bytes]:
     chain = b"198.51.100.1, 10.0.0.2" if trusted else b"10.0.0.2"
     out = forward_request_headers(
         headers, trusted_peer=trusted, forwarded_for=chain,
-        scheme="http", host=b"shop.example", upstream_host=b"backend:3000", request_id="rid",
+        scheme=scheme, host=b"shop.example", request_id=b"rid", allowed=allowed,
     )
     names = [k for k, _ in out]
     assert len(names) == len(set(names)), "a forwarding field was duplicated"
@@ -31,16 +39,37 @@ def test_untrusted_peer_cannot_inject_forwarding_fields() -> None:
     assert out[b"x-forwarded-host"] == b"shop.example"
     assert out[b"x-forwarded-proto"] == b"http"
     assert b"forwarded" not in out and b"x-real-ip" not in out
-    assert out[b"host"] == b"backend:3000"
+    assert b"host" not in out  # the proxy adds the upstream's own
     assert out[b"via"] == b"1.1 gateway" and out[b"x-request-id"] == b"rid"
 
 
 def test_trusted_peer_keeps_proto_and_the_verified_chain_only() -> None:
     out = forward([(b"x-forwarded-for", b"6.6.6.6"), (b"x-forwarded-for", b"198.51.100.1"),
-                   (b"x-forwarded-proto", b"https"), (b"via", b"1.0 edge")], trusted=True)
+                   (b"x-forwarded-proto", b"https"), (b"via", b"1.0 edge"),
+                   (b"x-real-ip", b"198.51.100.1"), (b"x-original-url", b"/admin")],
+                  trusted=True, scheme=b"https")  # the context layer read the proto
     assert out[b"x-forwarded-for"] == b"198.51.100.1, 10.0.0.2"  # as resolved, never as sent
     assert out[b"x-forwarded-proto"] == b"https"
     assert out[b"via"] == b"1.0 edge, 1.1 gateway"
+    assert out[b"x-real-ip"] == b"198.51.100.1"  # a standard field a trusted proxy may send
+    assert b"x-original-url" not in out  # an override field: never from anyone
+
+
+def test_every_forwarding_and_override_field_is_dropped_from_an_untrusted_peer() -> None:
+    family = [(name, b"evil") for name in sorted(FORWARDING_FAMILY)]
+    family += [(b"x-forwarded-port", b"1"), (b"x-forwarded-prefix", b"/evil"),
+               (b"x-forwarded-anything-new", b"evil")]
+    out = forward([*family, (b"accept", b"*/*")])
+    assert b"evil" not in out.values()
+    assert out[b"accept"] == b"*/*"
+
+
+def test_underscore_names_are_dropped_unless_the_route_allows_them() -> None:
+    out = forward([(b"x_forwarded_for", b"6.6.6.6"), (b"x-api_key", b"k")])
+    assert b"x_forwarded_for" not in out and b"x-api_key" not in out
+    allowed = forward([(b"x-api_key", b"k"), (b"x-forwarded-prefix", b"/shop")],
+                      allowed=frozenset({b"x-api_key", b"x-forwarded-prefix"}))
+    assert allowed[b"x-api_key"] == b"k" and allowed[b"x-forwarded-prefix"] == b"/shop"
 
 
 def test_client_content_length_and_expect_are_not_copied() -> None:

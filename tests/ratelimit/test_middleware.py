@@ -34,10 +34,8 @@ class CountingApp:
         self.runtime = runtime
         self.calls = 0
         self.prefetched = 0
-        if prefetching:
-            self.prefetch = self._prefetch
 
-    def _prefetch(self, scope: dict[str, Any]) -> None:
+    def prefetch(self, scope: Any) -> None:
         assert self.runtime.pipeline is not None
         self.prefetched += 1
         scope["gateway.cache_lookup"] = self.runtime.pipeline.execute("GET", "cached")
@@ -84,7 +82,8 @@ async def build(redis_server: RedisServer) -> AsyncIterator[Build]:
             )
             runtime.limiter = RedisLimiter(runtime.pipeline)
         inner = CountingApp(runtime, prefetching)
-        app = RequestContextMiddleware(RateLimitMiddleware(inner, runtime), runtime)
+        prefetch = inner.prefetch if prefetching else None
+        app = RequestContextMiddleware(RateLimitMiddleware(inner, runtime, prefetch), runtime)
         transport = httpx.ASGITransport(app=app, client=(client_ip, 4321))
         client = httpx.AsyncClient(transport=transport, base_url="http://gw.test")
         opened.append((client, runtime))
