@@ -49,7 +49,9 @@ class ProxyDispatch:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         info = scope.get("gateway")
-        if info is not None and info.route is not None:
+        if info is not None and (info.route is not None or not info.admin):
+            # Routed requests, and requests the admin API must not answer on this listener
+            # (the proxy answers those, having no route, with a 404).
             await self.proxy(scope, receive, send)
         else:
             await self.app(scope, receive, send)

@@ -27,6 +27,7 @@ class RequestInfo:
     """Per-request facts every layer reads; lives in `scope["gateway"]`."""
 
     __slots__ = (
+        "admin",
         "cache_status",
         "client_ip",
         "extra_response_headers",
@@ -43,9 +44,12 @@ class RequestInfo:
 
     def __init__(
         self, request_id: str, route: Route | None, client_ip: str, peer_ip: str,
-        peer_trusted: bool, scheme: str, host: str, forwarded_for: bytes,
+        peer_trusted: bool, scheme: str, host: str, forwarded_for: bytes, admin: bool = True,
     ) -> None:
         self.request_id = request_id
+        # May the admin endpoints answer? False on the main listener when the admin API has
+        # a listener of its own (GATEWAY_ADMIN_PORT): such requests get a 404, never forwarded.
+        self.admin = admin
         self.route = route
         self.client_ip = client_ip
         self.peer_ip = peer_ip
@@ -67,6 +71,7 @@ class RequestContextMiddleware:
         self.trusted = settings.trusted_proxies
         self.admin_prefix = settings.admin_prefix.encode()
         self.access_log = settings.access_log
+        self.admin_port = settings.edge.admin_port
 
     def _info(self, scope: Scope) -> RequestInfo:
         headers = scope["headers"]
@@ -77,7 +82,14 @@ class RequestContextMiddleware:
         )
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         admin = raw_path == self.admin_prefix or raw_path.startswith(self.admin_prefix + b"/")
-        route = None if admin else self.runtime.routes.match(raw_path)
+        if self.admin_port is not None:
+            server = scope.get("server")
+            on_admin = server is not None and server[1] == self.admin_port
+            # The admin listener answers admin paths only; the main one never answers them.
+            route = None if admin or on_admin else self.runtime.routes.match(raw_path)
+            admin = admin and on_admin
+        else:
+            route = None if admin else self.runtime.routes.match(raw_path)
         peer = scope["client"][0] if scope.get("client") else "0.0.0.0"
         trusted = bool(self.trusted) and is_trusted(peer, self.trusted)
         scheme = scope.get("scheme", "http")
@@ -91,7 +103,7 @@ class RequestContextMiddleware:
             client, forwarded_for = peer, peer.encode()
         return RequestInfo(
             request_id, route, client, peer, trusted, scheme, host.decode("latin-1"),
-            forwarded_for,
+            forwarded_for, admin,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
