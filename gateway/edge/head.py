@@ -47,7 +47,10 @@ class Head(NamedTuple):
 
 
 def incomplete(buffered: bytes | bytearray, limits: Limits) -> Rejection | None:
-    """For a head still arriving: reject as soon as it cannot fit the limits anymore."""
+    """For a head still arriving: reject as soon as it cannot fit the limits anymore, or
+    when a bare LF shows it is never going to end in CRLF CRLF."""
+    if buffered.count(b"\n") != buffered.count(b"\r\n"):
+        return Rejection(400, "Bare LF in the request head.")
     if len(buffered) <= limits.max_header_bytes:
         line_end = buffered.find(b"\r\n")
         if line_end < 0 and len(buffered) > limits.max_url_bytes + 80:
