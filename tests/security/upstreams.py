@@ -118,7 +118,7 @@ class RawRecorder(_Server):
                     answer = b"answer for " + request.target
                     writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n"
                                  b"cache-control: max-age=60\r\ncontent-length: %d\r\n\r\n%s"
-                                 % (len(answer), answer))
+                                 % (len(answer), b"" if request.method == b"HEAD" else answer))
                     await writer.drain()
                     parser.send(h11.Response(status_code=200, headers=[]))
                     parser.send(h11.EndOfMessage())
