@@ -13,13 +13,45 @@ import re
 from typing import NamedTuple
 
 #: The methods llhttp parses itself (llhttp 9, as shipped in httptools 0.9).
-LLHTTP_METHODS = frozenset({
-    b"DELETE", b"GET", b"HEAD", b"POST", b"PUT", b"CONNECT", b"OPTIONS", b"TRACE", b"COPY",
-    b"LOCK", b"MKCOL", b"MOVE", b"PROPFIND", b"PROPPATCH", b"SEARCH", b"UNLOCK", b"BIND",
-    b"REBIND", b"UNBIND", b"ACL", b"REPORT", b"MKACTIVITY", b"CHECKOUT", b"MERGE", b"M-SEARCH",
-    b"NOTIFY", b"SUBSCRIBE", b"UNSUBSCRIBE", b"PATCH", b"PURGE", b"MKCALENDAR", b"LINK",
-    b"UNLINK", b"SOURCE", b"QUERY",
-})
+LLHTTP_METHODS = frozenset(
+    {
+        b"DELETE",
+        b"GET",
+        b"HEAD",
+        b"POST",
+        b"PUT",
+        b"CONNECT",
+        b"OPTIONS",
+        b"TRACE",
+        b"COPY",
+        b"LOCK",
+        b"MKCOL",
+        b"MOVE",
+        b"PROPFIND",
+        b"PROPPATCH",
+        b"SEARCH",
+        b"UNLOCK",
+        b"BIND",
+        b"REBIND",
+        b"UNBIND",
+        b"ACL",
+        b"REPORT",
+        b"MKACTIVITY",
+        b"CHECKOUT",
+        b"MERGE",
+        b"M-SEARCH",
+        b"NOTIFY",
+        b"SUBSCRIBE",
+        b"UNSUBSCRIBE",
+        b"PATCH",
+        b"PURGE",
+        b"MKCALENDAR",
+        b"LINK",
+        b"UNLINK",
+        b"SOURCE",
+        b"QUERY",
+    }
+)
 #: What an extension method is shown to llhttp as; the real token goes into the ASGI scope.
 STAND_IN = b"GET"
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}")
@@ -86,7 +118,7 @@ def check(head: bytes, limits: Limits) -> Head | Rejection:
         return Head(head, None)
     if not _TOKEN.fullmatch(method):
         return Rejection(400, "Malformed request method.")
-    return Head(STAND_IN + head[len(method):], method)
+    return Head(STAND_IN + head[len(method) :], method)
 
 
 class Framing:

@@ -81,13 +81,15 @@ class _Stop(Exception):
 
 def _answer(status: int, reason: str) -> bytes:
     body = reason.encode()
-    return b"".join((
-        STATUS_LINE[status],
-        b"content-type: text/plain; charset=utf-8\r\n",
-        b"content-length: %d\r\n" % len(body),
-        b"connection: close\r\n\r\n",
-        body,
-    ))
+    return b"".join(
+        (
+            STATUS_LINE[status],
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+            body,
+        )
+    )
 
 
 _OVER_CAPACITY = _answer(503, "The gateway is at its connection limit; retry shortly.").replace(
@@ -97,7 +99,10 @@ _OVER_CAPACITY = _answer(503, "The gateway is at its connection limit; retry sho
 
 class EdgeProtocol(HttpToolsProtocol):
     def __init__(
-        self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
@@ -153,8 +158,10 @@ class EdgeProtocol(HttpToolsProtocol):
         now = self.loop.time()
         if now - BUDGETS.last_warning >= 1.0:  # one line a second at most, even under a flood
             BUDGETS.last_warning = now
-            log.warning("connection limit reached (GATEWAY_MAX_CONNECTIONS or the admin "
-                        "listener's budget): refusing new connections with 503")
+            log.warning(
+                "connection limit reached (GATEWAY_MAX_CONNECTIONS or the admin "
+                "listener's budget): refusing new connections with 503"
+            )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
@@ -216,7 +223,7 @@ class EdgeProtocol(HttpToolsProtocol):
                 self.head = bytearray(pending)
             self.scan_from = max(0, len(self.head) - 3)
             return len(data)
-        head = bytes(buffer[base:end + 4])
+        head = bytes(buffer[base : end + 4])
         consumed = len(data) - (len(buffer) - end - 4)  # offset in `data` after the head
         self.head = bytearray()
         self.scan_from = 0
@@ -345,8 +352,9 @@ class EdgeProtocol(HttpToolsProtocol):
         self.dead = True
         self._cancel_timers()
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
-        log.warning("%s %d %s%s", client, rejection.status, rejection.reason,
-                    f" ({detail})" if detail else "")
+        log.warning(
+            "%s %d %s%s", client, rejection.status, rejection.reason, f" ({detail})" if detail else ""
+        )
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             if self.in_body:

@@ -69,15 +69,24 @@ def serve(settings: Settings) -> None:
     ensure_fd_limit(settings)
     edge = settings.edge
     config = EdgeConfig(
-        "gateway.cli:app_factory", factory=True, workers=settings.workers,
-        host=settings.host, port=settings.port,
+        "gateway.cli:app_factory",
+        factory=True,
+        workers=settings.workers,
+        host=settings.host,
+        port=settings.port,
         # The upstream's Date and Server pass through; uvicorn must not add its own.
-        server_header=False, date_header=False,
+        server_header=False,
+        date_header=False,
         # Client identity through trusted proxies is the gateway's job (GATEWAY_TRUSTED_PROXIES).
         proxy_headers=False,
-        access_log=False, log_config=None, lifespan="on", loop="uvloop",
-        http=EdgeProtocol, timeout_keep_alive=int(edge.keepalive_timeout) or 1,
-        timeout_graceful_shutdown=10, edge=edge,
+        access_log=False,
+        log_config=None,
+        lifespan="on",
+        loop="uvloop",
+        http=EdgeProtocol,
+        timeout_keep_alive=int(edge.keepalive_timeout) or 1,
+        timeout_graceful_shutdown=10,
+        edge=edge,
     )
     # uvicorn's timer takes seconds as given; keep fractions (tests use short timeouts).
     config.timeout_keep_alive = edge.keepalive_timeout  # type: ignore[assignment]
@@ -87,8 +96,12 @@ def serve(settings: Settings) -> None:
         admin_host = edge.admin_host or "127.0.0.1"
         sockets.append(bind(admin_host, edge.admin_port))
         where.append(f"admin on http://{admin_host}:{edge.admin_port}")
-    log.info("listening on %s (%d worker%s)", ", ".join(where), settings.workers,
-             "s" if settings.workers > 1 else "")
+    log.info(
+        "listening on %s (%d worker%s)",
+        ", ".join(where),
+        settings.workers,
+        "s" if settings.workers > 1 else "",
+    )
     try:
         if settings.workers > 1:
             Multiprocess(config, sockets=sockets).run()

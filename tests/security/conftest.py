@@ -46,9 +46,7 @@ def canary(canary_server: Canary) -> Iterator[Canary]:
 
 
 @pytest.fixture(scope="session")
-def routes_file(
-    recorder_server: RawRecorder, canary_server: Canary
-) -> Iterator[Path]:
+def routes_file(recorder_server: RawRecorder, canary_server: Canary) -> Iterator[Path]:
     path = Path(tempfile.mkstemp(prefix="gw-routes-", suffix=".yaml")[1])
     path.write_text(
         "routes:\n"
@@ -60,16 +58,18 @@ def routes_file(
 
 
 def gateway_env(routes_file: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
-    full = {"GATEWAY_ROUTES_FILE": str(routes_file), "GATEWAY_CACHE_ENABLED": "false",
-            "GATEWAY_ACCESS_LOG": "false", "GATEWAY_HEADER_TIMEOUT": "5"}
+    full = {
+        "GATEWAY_ROUTES_FILE": str(routes_file),
+        "GATEWAY_CACHE_ENABLED": "false",
+        "GATEWAY_ACCESS_LOG": "false",
+        "GATEWAY_HEADER_TIMEOUT": "5",
+    }
     full.update(env or {})
     return full
 
 
 @pytest.fixture
-def start_gateway(
-    routes_file: Path, recorder: RawRecorder, canary: Canary
-) -> Iterator[StartGateway]:
+def start_gateway(routes_file: Path, recorder: RawRecorder, canary: Canary) -> Iterator[StartGateway]:
     """Start gateways with extra settings; all are stopped after the test."""
     started: list[GatewayProcess] = []
 

@@ -18,34 +18,31 @@ SMUGGLED = b"GET /canary/smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
 
 REJECTED: dict[str, bytes] = {
     "cl_te": b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 48\r\n"
-             b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
     "te_cl": b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
-             b"Content-Length: 3\r\n\r\n0\r\n\r\n" + SMUGGLED,
-    "duplicate_cl_same": b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n"
-                         b"Content-Length: 1\r\n\r\nx",
+    b"Content-Length: 3\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    "duplicate_cl_same": b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
     "duplicate_cl_different": b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n"
-                              b"Content-Length: 44\r\n\r\n" + SMUGGLED,
+    b"Content-Length: 44\r\n\r\n" + SMUGGLED,
     "cl_list": b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\nx",
     "cl_signed": b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\nx",
     "te_gzip": b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nx",
     "te_gzip_then_chunked": b"POST /echo HTTP/1.1\r\nHost: a\r\n"
-                            b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
     "te_duplicate": b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
-                    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     "te_space_before_colon": b"POST /echo HTTP/1.1\r\nHost: a\r\n"
-                             b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
-    "te_in_http10": b"POST /echo HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-                    b"0\r\n\r\n",
+    b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+    "te_in_http10": b"POST /echo HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     "chunk_size_overflow": b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-                           b"FFFFFFFFFFFFFFFFF1\r\nx\r\n0\r\n\r\n" + SMUGGLED,
+    b"FFFFFFFFFFFFFFFFF1\r\nx\r\n0\r\n\r\n" + SMUGGLED,
     "chunk_size_not_hex": b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-                          b"0x5\r\nhello\r\n0\r\n\r\n",
+    b"0x5\r\nhello\r\n0\r\n\r\n",
     "chunk_size_negative": b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
-                           b"\r\n-1\r\nx\r\n0\r\n\r\n",
+    b"\r\n-1\r\nx\r\n0\r\n\r\n",
     "chunk_data_longer_than_size": b"POST /echo HTTP/1.1\r\nHost: a\r\n"
-                                   b"Transfer-Encoding: chunked\r\n\r\n1\r\nxyz\r\n0\r\n\r\n",
-    "chunk_bare_lf": b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     b"1\nx\r\n0\r\n\r\n",
+    b"Transfer-Encoding: chunked\r\n\r\n1\r\nxyz\r\n0\r\n\r\n",
+    "chunk_bare_lf": b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\nx\r\n0\r\n\r\n",
     "obs_fold": b"GET /echo HTTP/1.1\r\nHost: a\r\nX-Folded: a\r\n b\r\n\r\n",
     "bare_lf_everywhere": b"GET /echo HTTP/1.1\nHost: a\n\n",
     "bare_lf_in_header": b"GET /echo HTTP/1.1\r\nHost: a\nX-Y: b\r\n\r\n",
@@ -83,10 +80,12 @@ def test_unsupported_http_version_is_answered_505_and_closed(
 def test_trailer_authorization_never_becomes_a_request_header(
     edge_gateway: GatewayProcess, recorder: RawRecorder
 ) -> None:
-    payload = (b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
-               b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\n"
-               b"Authorization: Bearer stolen\r\nX-Trailer: t\r\n\r\n")
-    data, closed = exchange(edge_gateway.port, payload)
+    payload = (
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\n"
+        b"Authorization: Bearer stolen\r\nX-Trailer: t\r\n\r\n"
+    )
+    data, _ = exchange(edge_gateway.port, payload)
     assert statuses(data) == [200]
     [seen] = recorder.requests
     assert seen.body == b"hello"
@@ -98,9 +97,11 @@ def test_trailer_authorization_never_becomes_a_request_header(
 def test_pipelined_requests_on_one_write_are_each_answered_in_order(
     edge_gateway: GatewayProcess, recorder: RawRecorder
 ) -> None:
-    payload = (b"POST /one HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
-               b"GET /two HTTP/1.1\r\nHost: a\r\n\r\n"
-               b"GET /three HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    payload = (
+        b"POST /one HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+        b"GET /two HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"GET /three HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
     data, closed = exchange(edge_gateway.port, payload)
     assert statuses(data) == [200, 200, 200]
     assert closed
@@ -121,7 +122,7 @@ def test_head_split_across_many_writes_is_reassembled(
     with socket.create_connection(("127.0.0.1", edge_gateway.port), timeout=10) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for i in range(0, len(payload), 3):
-            sock.sendall(payload[i:i + 3])
+            sock.sendall(payload[i : i + 3])
             time.sleep(0.005)
         data, _ = read_until_closed(sock)
     assert statuses(data) == [200]

@@ -38,8 +38,9 @@ def test_exactly_the_allowed_number_of_header_fields_passes(
     edge_gateway: GatewayProcess, recorder: RawRecorder
 ) -> None:
     fields = b"".join(b"X-F%d: v\r\n" % i for i in range(98))  # + Host + Connection = 100
-    data, _ = exchange(edge_gateway.port,
-                       b"GET /h HTTP/1.1\r\nHost: a\r\n" + fields + b"Connection: close\r\n\r\n")
+    data, _ = exchange(
+        edge_gateway.port, b"GET /h HTTP/1.1\r\nHost: a\r\n" + fields + b"Connection: close\r\n\r\n"
+    )
     assert statuses(data) == [200]
     assert len(recorder.requests) == 1
 
@@ -76,8 +77,7 @@ def test_eight_mebibyte_header_is_refused_before_it_ends(
 def test_overlong_url_gets_414_closed_and_upstream_sees_nothing(
     edge_gateway: GatewayProcess, recorder: RawRecorder
 ) -> None:
-    data, closed = exchange(edge_gateway.port,
-                            b"GET /" + b"u" * 8200 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    data, closed = exchange(edge_gateway.port, b"GET /" + b"u" * 8200 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
     assert statuses(data) == [414]
     assert closed
     assert recorder.requests == []
@@ -85,8 +85,9 @@ def test_overlong_url_gets_414_closed_and_upstream_sees_nothing(
 
 def test_configured_limits_apply(start_gateway: StartGateway, recorder: RawRecorder) -> None:
     # (the start-up health check itself sends five fields and a 160-byte head)
-    gateway = start_gateway({"GATEWAY_MAX_HEADERS": "6", "GATEWAY_MAX_URL_BYTES": "20",
-                             "GATEWAY_MAX_HEADER_BYTES": "300"})
+    gateway = start_gateway(
+        {"GATEWAY_MAX_HEADERS": "6", "GATEWAY_MAX_URL_BYTES": "20", "GATEWAY_MAX_HEADER_BYTES": "300"}
+    )
     seven = b"GET /h HTTP/1.1\r\nHost: a\r\n" + b"".join(b"F%d: v\r\n" % i for i in range(6))
     assert statuses(exchange(gateway.port, seven + b"\r\n")[0]) == [431]
     long_url = b"GET /" + b"u" * 20 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -136,9 +137,13 @@ def test_connection_cap_answers_503_while_admin_listener_health_stays_200(
     start_gateway: StartGateway, recorder: RawRecorder
 ) -> None:
     admin_port = free_port()
-    gateway = start_gateway({"GATEWAY_MAX_CONNECTIONS": "20",
-                             "GATEWAY_ADMIN_PORT": str(admin_port),
-                             "GATEWAY_HEADER_TIMEOUT": "30"})
+    gateway = start_gateway(
+        {
+            "GATEWAY_MAX_CONNECTIONS": "20",
+            "GATEWAY_ADMIN_PORT": str(admin_port),
+            "GATEWAY_HEADER_TIMEOUT": "30",
+        }
+    )
     idle = [connect(gateway.port) for _ in range(20)]
     try:
         time.sleep(0.3)  # let the gateway accept them all
@@ -188,8 +193,10 @@ def test_get_body_is_never_forwarded_and_fat_get_caches_the_clean_answer(
 ) -> None:
     gateway = start_gateway({"GATEWAY_CACHE_ENABLED": "true"})
     host = f"127.0.0.1:{gateway.port}".encode()  # the cache key includes the host
-    fat = (b"GET /cached HTTP/1.1\r\nHost: " + host + b"\r\nContent-Length: 11\r\n"
-           b"Connection: close\r\n\r\nevil=inject")
+    fat = (
+        b"GET /cached HTTP/1.1\r\nHost: " + host + b"\r\nContent-Length: 11\r\n"
+        b"Connection: close\r\n\r\nevil=inject"
+    )
     data, _ = exchange(gateway.port, fat)
     assert statuses(data) == [200]
     [seen] = recorder.requests
@@ -205,23 +212,35 @@ def test_get_body_is_never_forwarded_and_fat_get_caches_the_clean_answer(
 def test_head_body_is_dropped_and_the_connection_stays_in_sync(
     edge_gateway: GatewayProcess, recorder: RawRecorder
 ) -> None:
-    payload = (b"HEAD /h1 HTTP/1.1\r\nHost: a\r\nContent-Length: 39\r\n\r\n"
-               b"GET /canary/x HTTP/1.1\r\nHost: a\r\n\r\n\r\n\r\n"
-               b"GET /h2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    payload = (
+        b"HEAD /h1 HTTP/1.1\r\nHost: a\r\nContent-Length: 39\r\n\r\n"
+        b"GET /canary/x HTTP/1.1\r\nHost: a\r\n\r\n\r\n\r\n"
+        b"GET /h2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
     assert len(payload.split(b"\r\n\r\n", 1)[1].split(b"GET /h2")[0]) == 39
     data, _ = exchange(payload=payload, port=edge_gateway.port)
     assert statuses(data) == [200, 200]
     assert [(r.method, r.target, r.body) for r in recorder.requests] == [
-        (b"HEAD", b"/h1", b""), (b"GET", b"/h2", b"")]
+        (b"HEAD", b"/h1", b""),
+        (b"GET", b"/h2", b""),
+    ]
 
 
-@pytest.mark.parametrize("variable,value", [
-    ("GATEWAY_MAX_HEADER_BYTES", "0"), ("GATEWAY_MAX_HEADERS", "-1"),
-    ("GATEWAY_MAX_URL_BYTES", "0"), ("GATEWAY_HEADER_TIMEOUT", "0"),
-    ("GATEWAY_KEEPALIVE_TIMEOUT", "-5"), ("GATEWAY_BODY_TIMEOUT", "0"),
-    ("GATEWAY_MAX_CONNECTIONS", "0"), ("GATEWAY_ADMIN_MAX_CONNECTIONS", "0"),
-    ("GATEWAY_REQUEST_BUFFER_BYTES", "-1"), ("GATEWAY_HTTP_PARSER", "h11"),
-])
+@pytest.mark.parametrize(
+    "variable,value",
+    [
+        ("GATEWAY_MAX_HEADER_BYTES", "0"),
+        ("GATEWAY_MAX_HEADERS", "-1"),
+        ("GATEWAY_MAX_URL_BYTES", "0"),
+        ("GATEWAY_HEADER_TIMEOUT", "0"),
+        ("GATEWAY_KEEPALIVE_TIMEOUT", "-5"),
+        ("GATEWAY_BODY_TIMEOUT", "0"),
+        ("GATEWAY_MAX_CONNECTIONS", "0"),
+        ("GATEWAY_ADMIN_MAX_CONNECTIONS", "0"),
+        ("GATEWAY_REQUEST_BUFFER_BYTES", "-1"),
+        ("GATEWAY_HTTP_PARSER", "h11"),
+    ],
+)
 def test_meaningless_front_end_values_stop_start_up_naming_the_variable(
     routes_file: Path, variable: str, value: str
 ) -> None:
@@ -232,8 +251,9 @@ def test_meaningless_front_end_values_stop_start_up_naming_the_variable(
     from tests.support.redis_server import env_without_redis
 
     env = {**env_without_redis(), **gateway_env(routes_file), variable: value}
-    result = subprocess.run([sys.executable, "-m", "gateway", "check-config"], env=env,
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config"], env=env, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode != 0
     assert variable in result.stderr
 
@@ -245,14 +265,17 @@ def test_a_connection_cap_beyond_the_hard_fd_limit_stops_start_up(routes_file: P
     from tests.security.conftest import gateway_env
     from tests.support.redis_server import env_without_redis
 
-    env = {**env_without_redis(), **gateway_env(routes_file),
-           "GATEWAY_MAX_CONNECTIONS": "5000", "GATEWAY_PORT": str(free_port())}
-    code = "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 2048)); " \
-           "import sys; from gateway.cli import main; sys.exit(main([]))"
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                            text=True, timeout=30)
+    env = {
+        **env_without_redis(),
+        **gateway_env(routes_file),
+        "GATEWAY_MAX_CONNECTIONS": "5000",
+        "GATEWAY_PORT": str(free_port()),
+    }
+    code = (
+        "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 2048)); "
+        "import sys; from gateway.cli import main; sys.exit(main([]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "GATEWAY_MAX_CONNECTIONS" in result.stderr
     assert "2048" in result.stderr
-
-

@@ -14,8 +14,7 @@ from tests.security.conftest import StartGateway
 from tests.security.raw import connect, read_response, read_until_closed, statuses
 from tests.security.upstreams import RawRecorder
 
-FAST = {"GATEWAY_HEADER_TIMEOUT": "1", "GATEWAY_KEEPALIVE_TIMEOUT": "1",
-        "GATEWAY_BODY_TIMEOUT": "1"}
+FAST = {"GATEWAY_HEADER_TIMEOUT": "1", "GATEWAY_KEEPALIVE_TIMEOUT": "1", "GATEWAY_BODY_TIMEOUT": "1"}
 
 
 def test_slow_loris_head_is_cut_with_408_within_the_header_timeout(
@@ -104,8 +103,13 @@ def test_slow_small_bodies_do_not_pin_the_upstream_pool(
     start_gateway: StartGateway, recorder: RawRecorder
 ) -> None:
     # One upstream connection in all; five clients trickle small bodies for ~2 s each.
-    gateway = start_gateway({"GATEWAY_UPSTREAM_MAX_CONNECTIONS": "1",
-                             "GATEWAY_UPSTREAM_TIMEOUT": "1", "GATEWAY_BODY_TIMEOUT": "5"})
+    gateway = start_gateway(
+        {
+            "GATEWAY_UPSTREAM_MAX_CONNECTIONS": "1",
+            "GATEWAY_UPSTREAM_TIMEOUT": "1",
+            "GATEWAY_BODY_TIMEOUT": "5",
+        }
+    )
     slow: list[socket.socket] = []
 
     def trickle(sock: socket.socket) -> None:
@@ -147,10 +151,12 @@ def test_honest_slow_upload_passes_although_it_outlasts_the_upstream_timeout(
     step = 32 * 1024
     started = time.monotonic()
     with connect(gateway.port, timeout=30) as sock:
-        sock.sendall(b"PUT /upload HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
-                     b"Content-Length: %d\r\n\r\n" % len(payload))
+        sock.sendall(
+            b"PUT /upload HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(payload)
+        )
         for offset in range(0, len(payload), step):
-            sock.sendall(payload[offset:offset + step])
+            sock.sendall(payload[offset : offset + step])
             time.sleep(step / (512 * 1024))
         data, _ = read_until_closed(sock, timeout=15)
     assert time.monotonic() - started > 3

@@ -112,13 +112,15 @@ class RawRecorder(_Server):
                 elif isinstance(event, h11.EndOfMessage):
                     assert request is not None
                     with self.lock:
-                        self.requests.append(Received(
-                            request.method, request.target, list(request.headers), bytes(body)
-                        ))
+                        self.requests.append(
+                            Received(request.method, request.target, list(request.headers), bytes(body))
+                        )
                     answer = b"answer for " + request.target
-                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n"
-                                 b"cache-control: max-age=60\r\ncontent-length: %d\r\n\r\n%s"
-                                 % (len(answer), b"" if request.method == b"HEAD" else answer))
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n"
+                        b"cache-control: max-age=60\r\ncontent-length: %d\r\n\r\n%s"
+                        % (len(answer), b"" if request.method == b"HEAD" else answer)
+                    )
                     await writer.drain()
                     parser.send(h11.Response(status_code=200, headers=[]))
                     parser.send(h11.EndOfMessage())
