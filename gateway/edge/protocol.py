@@ -201,9 +201,6 @@ class EdgeProtocol(HttpToolsProtocol):
     def _head_bytes(self, data: bytes, start: int) -> int:
         """Collect a head; give it to llhttp once complete and allowed. Returns the offset of
         the first byte after what was consumed."""
-        if self.head_timer is None:
-            # The first byte of a new head on a kept-alive connection starts its deadline.
-            self.head_timer = self.loop.call_later(self.edge.header_timeout, self._head_timeout)
         if self.head:
             self.head += data[start:] if start else data
             buffer: bytes | bytearray = self.head
@@ -222,8 +219,19 @@ class EdgeProtocol(HttpToolsProtocol):
             if not self.head:
                 self.head = bytearray(pending)
             self.scan_from = max(0, len(self.head) - 3)
+            if self.head_timer is None:
+                # A head that did not arrive in one read starts its deadline now (a new
+                # connection's runs from accept). Heads that arrive whole never arm a timer:
+                # one per request measured as a visible share of a pass-through's CPU.
+                self.head_timer = self.loop.call_later(
+                    self.edge.header_timeout, self._head_timeout
+                )
             return len(data)
-        head = bytes(buffer[base : end + 4])
+        # The usual read is exactly one whole head: no copy then.
+        if isinstance(buffer, bytes) and base == 0 and end + 4 == len(buffer):
+            head = buffer
+        else:
+            head = bytes(buffer[base : end + 4])
         consumed = len(data) - (len(buffer) - end - 4)  # offset in `data` after the head
         self.head = bytearray()
         self.scan_from = 0
