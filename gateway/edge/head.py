@@ -131,6 +131,12 @@ class Framing:
         self.content_length: bytes | None = None
         self.transfer_encoding: bytes | None = None
 
+    def reset(self) -> None:
+        """For the next request on the connection (cheaper than a new object per request)."""
+        self.hosts = 0
+        self.content_length = None
+        self.transfer_encoding = None
+
     def add(self, name: bytes, value: bytes) -> None:
         """`name` is lowercase. Duplicates of CL/TE are refused by llhttp itself."""
         if name == b"host":

@@ -34,6 +34,10 @@ _LINGER_SECONDS = 1.0
 _MAX_LINGERING = 256
 
 
+#: Fields on_header looks at; every other field is only appended.
+_WATCHED = frozenset({b"host", b"content-length", b"transfer-encoding", b"expect"})
+
+
 class EdgeConfig(Config):
     """uvicorn's Config carrying the front end's settings to every worker (it is pickled to
     spawned workers, so this stays a plain attribute of a frozen dataclass)."""
@@ -223,9 +227,7 @@ class EdgeProtocol(HttpToolsProtocol):
                 # A head that did not arrive in one read starts its deadline now (a new
                 # connection's runs from accept). Heads that arrive whole never arm a timer:
                 # one per request measured as a visible share of a pass-through's CPU.
-                self.head_timer = self.loop.call_later(
-                    self.edge.header_timeout, self._head_timeout
-                )
+                self.head_timer = self.loop.call_later(self.edge.header_timeout, self._head_timeout)
             return len(data)
         # The usual read is exactly one whole head: no copy then.
         if isinstance(buffer, bytes) and base == 0 and end + 4 == len(buffer):
@@ -248,7 +250,7 @@ class EdgeProtocol(HttpToolsProtocol):
             self.head_timer.cancel()
             self.head_timer = None
         self.method = head.method
-        self.framing = Framing()
+        self.framing.reset()
         self.head_fed = True
         self._feed(head.data)
 
@@ -288,20 +290,35 @@ class EdgeProtocol(HttpToolsProtocol):
         super().on_message_begin()
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # uvicorn's on_header, inlined (this runs for every field of every request), plus the
+        # framing facts and the trailer rule.
         if self.in_body:
             return  # a chunked trailer field: never a request header (RFC 9110 §6.5.1)
-        super().on_header(name, value)
-        self.framing.add(self.headers[-1][0], value)
+        name = name.lower()
+        value = value.rstrip(b" \t")  # llhttp keeps trailing OWS (RFC 9110 §5.5 excludes it)
+        if name in _WATCHED:
+            if name == b"expect":
+                if value.lower() == b"100-continue":
+                    self.expect_100_continue = True
+            else:
+                self.framing.add(name, value)
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        rejection = self.framing.error(self.parser.get_http_version())
-        if rejection is not None:
-            raise _Stop(rejection)
+        framing = self.framing
+        if framing.hosts != 1 or framing.transfer_encoding is not None:  # else nothing to check
+            rejection = framing.error(self.parser.get_http_version())
+            if rejection is not None:
+                raise _Stop(rejection)
         super().on_headers_complete()
         if self.method is not None:
             self.scope["method"] = self.method.decode("ascii")
         self.in_body = True
-        self.body_left = self.framing.body_length()
+        self.body_left = (
+            0
+            if framing.content_length is None and framing.transfer_encoding is None
+            else framing.body_length()
+        )
         if self.body_left != 0:
             self.body_timer = self.loop.call_later(self.edge.body_timeout, self._body_timeout)
 
