@@ -11,8 +11,13 @@ from gateway.config import Settings
 
 
 def admin_url(settings: Settings, base: str | None) -> str:
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    root = base.rstrip("/") if base else f"http://{host}:{settings.port}"
+    edge = settings.edge
+    if edge.admin_port is not None:  # the admin API has its own listener
+        host, port = edge.admin_host or "127.0.0.1", edge.admin_port
+    else:
+        host, port = settings.host, settings.port
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    root = base.rstrip("/") if base else f"http://{host}:{port}"
     return root + settings.admin_prefix
 
 

@@ -49,7 +49,13 @@ class ProxyDispatch:
         self.proxy = proxy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and request_info(scope).route is not None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        info = request_info(scope)
+        if info.route is not None or not info.admin:
+            # Routed requests, and requests the admin API must not answer on this listener
+            # (the proxy answers those, having no route, with a 404).
             await self.proxy(scope, receive, send)
         else:
             await self.app(scope, receive, send)

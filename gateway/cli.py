@@ -85,21 +85,17 @@ def check_config(settings: Settings) -> int:
 
 
 def serve(settings: Settings) -> int:
-    import uvicorn
+    from gateway.edge.server import serve as serve_edge
 
     configure_logging(settings)
-    uvicorn.run(
-        "gateway.cli:app_factory", factory=True,
-        host=settings.host, port=settings.port, workers=settings.workers,
-        # The upstream's Date and Server pass through; uvicorn must not add its own.
-        server_header=False, date_header=False,
-        # Client identity through trusted proxies is the gateway's job (GATEWAY_TRUSTED_PROXIES).
-        proxy_headers=False,
-        access_log=False, log_config=None, lifespan="on",
-        # httptools (llhttp) is the fast parser but knows only registered methods; h11 takes
-        # any method token (GATEWAY_HTTP_PARSER=h11) at a CPU cost.
-        loop="uvloop", http=settings.http_parser, timeout_graceful_shutdown=10,
-    )
+    try:
+        serve_edge(settings)
+    except ConfigError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the port is taken, no permission to bind...
+        print(f"gateway: cannot listen: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -128,6 +128,18 @@ def choice(options: tuple[str, ...]) -> Callable[[str, str], str]:
     return parse
 
 
+def parse_http_parser(name: str, raw: str) -> str:
+    """Only httptools (llhttp) remains: the front end accepts any method token with it, and
+    one strict parser is simpler to keep safe than two (docs/security/front-end.md)."""
+    value = raw.strip().lower()
+    if value == "h11":
+        raise ConfigError(name, "h11 is no longer supported: every method token is accepted with "
+                          "httptools now; unset this variable")
+    if value != "httptools":
+        raise ConfigError(name, f"expected httptools, got {raw!r}")
+    return value
+
+
 def parse_secret(name: str, raw: str) -> Secret:
     return Secret(raw)
 
@@ -332,6 +344,23 @@ class RedisSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class EdgeSettings:
+    """The HTTP front end: request-head limits, client deadlines, connection budgets and the
+    optional admin listener (gateway/edge, docs/security/front-end.md)."""
+
+    max_header_bytes: int = env("GATEWAY_MAX_HEADER_BYTES", parse_positive_int, 32 * 1024)
+    max_headers: int = env("GATEWAY_MAX_HEADERS", parse_positive_int, 100)
+    max_url_bytes: int = env("GATEWAY_MAX_URL_BYTES", parse_positive_int, 8 * 1024)
+    header_timeout: float = env("GATEWAY_HEADER_TIMEOUT", parse_timeout, 10.0)
+    keepalive_timeout: float = env("GATEWAY_KEEPALIVE_TIMEOUT", parse_timeout, 75.0)
+    body_timeout: float = env("GATEWAY_BODY_TIMEOUT", parse_timeout, 60.0)
+    max_connections: int = env("GATEWAY_MAX_CONNECTIONS", parse_positive_int, 1024)
+    admin_host: str | None = env("GATEWAY_ADMIN_HOST", parse_text, None)
+    admin_port: int | None = env("GATEWAY_ADMIN_PORT", parse_port, None)
+    admin_max_connections: int = env("GATEWAY_ADMIN_MAX_CONNECTIONS", parse_positive_int, 64)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     routes: tuple[Route, ...]
     host: str = env("GATEWAY_HOST", parse_listen_host, "0.0.0.0")
@@ -341,12 +370,15 @@ class Settings:
     upstream_timeout: float = env("GATEWAY_UPSTREAM_TIMEOUT", parse_timeout, 30.0)
     upstream_max_connections: int = env("GATEWAY_UPSTREAM_MAX_CONNECTIONS", parse_positive_int, 100)
     max_body_bytes: int = env("GATEWAY_MAX_BODY_BYTES", parse_int, 100 * MiB)  # 0: unlimited
+    # Bodies up to this size are received whole before an upstream connection is taken
+    # (nginx's request buffering); 0 streams every body as it arrives.
+    request_buffer_bytes: int = env("GATEWAY_REQUEST_BUFFER_BYTES", parse_int, 64 * 1024)
     admin_prefix: str = env("GATEWAY_ADMIN_PREFIX", parse_admin_prefix, "/__gateway")
     admin_token: Secret | None = env("GATEWAY_ADMIN_TOKEN", parse_token, None)
     trusted_proxies: tuple[Network, ...] = env("GATEWAY_TRUSTED_PROXIES", parse_cidrs, ())
     log_level: str = env("GATEWAY_LOG_LEVEL", choice(LOG_LEVELS), "info")
     access_log: bool = env("GATEWAY_ACCESS_LOG", parse_bool, True)
-    http_parser: str = env("GATEWAY_HTTP_PARSER", choice(("httptools", "h11")), "httptools")
+    http_parser: str = env("GATEWAY_HTTP_PARSER", parse_http_parser, "httptools")
     merge_slashes: bool = env("GATEWAY_MERGE_SLASHES", parse_bool, True)
     path_escaped_slashes: str = env(
         "GATEWAY_PATH_ESCAPED_SLASHES", choice(("reject", "keep")), "reject"
@@ -355,3 +387,4 @@ class Settings:
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
     cache_memory_bytes: int = env("GATEWAY_CACHE_MEMORY_BYTES", parse_positive_int, 64 * MiB)
     redis: RedisSettings = field(default_factory=RedisSettings)
+    edge: EdgeSettings = field(default_factory=EdgeSettings)

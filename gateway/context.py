@@ -65,6 +65,7 @@ class RequestContextMiddleware:
         self.trusted = settings.trusted_proxies
         self.admin_prefix = settings.admin_prefix.encode()
         self.access_log = settings.access_log
+        self.admin_port = settings.edge.admin_port
         self.merge_slashes = settings.merge_slashes
         self.keep_escaped_slashes = settings.path_escaped_slashes == "keep"
         self.allowed_headers = {
@@ -122,7 +123,15 @@ class RequestContextMiddleware:
             # An outer proxy may guard the admin API by its plain spelling; another spelling
             # that normalises into it is a bypass attempt, not a client to serve.
             raise _bad_request("The admin API answers only its canonical path.")
-        route = None if admin else self.runtime.routes.match(path)
+        if self.admin_port is not None:
+            server = scope.get("server")
+            on_admin = server is not None and server[1] == self.admin_port
+            # The admin listener answers admin paths only; the main one never answers them
+            # (both get a 404 from the proxy, which has no route for them).
+            route = None if admin or on_admin else self.runtime.routes.match(path)
+            admin = admin and on_admin
+        else:
+            route = None if admin else self.runtime.routes.match(path)
         method: str = scope["method"]
         if method in _REFUSED_METHODS and (
             method == "CONNECT" or route is None or not route.allow_trace
@@ -146,7 +155,8 @@ class RequestContextMiddleware:
         else:
             client, forwarded_for = peer, peer.encode()
         info = RequestInfo(
-            request_id=request_id, route=route, path=path, client_ip=client, peer_ip=peer,
+            request_id=request_id, route=route, admin=admin, path=path, client_ip=client,
+            peer_ip=peer,
             peer_trusted=trusted, scheme=scheme, host=host, forwarded_for=forwarded_for,
             headers=headers, body_length=_body_length(fields), started=started,
         )

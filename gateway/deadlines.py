@@ -6,7 +6,7 @@ import asyncio
 import math
 
 
-class _Watch:
+class Watch:
     __slots__ = ("expired", "slot", "task")
 
     def __init__(self, task: asyncio.Task[object] | None, slot: int) -> None:
@@ -28,13 +28,14 @@ class HeaderDeadlines:
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self._buckets: dict[int, set[_Watch]] = {}
+        self._buckets: dict[int, set[Watch]] = {}
         self._timer: asyncio.TimerHandle | None = None
 
-    def watch(self) -> _Watch:
+    def watch(self, task: asyncio.Task[object] | None = None) -> Watch:
+        """Start the deadline for `task` (default: the current task)."""
         loop = asyncio.get_running_loop()
         slot = math.ceil((loop.time() + self.timeout) / self.RESOLUTION)
-        watch = _Watch(asyncio.current_task(), slot)
+        watch = Watch(task or asyncio.current_task(), slot)
         bucket = self._buckets.get(slot)
         if bucket is None:
             self._buckets[slot] = bucket = set()
@@ -43,7 +44,7 @@ class HeaderDeadlines:
             self._timer = loop.call_at(slot * self.RESOLUTION, self._expire)
         return watch
 
-    def done(self, watch: _Watch) -> None:
+    def done(self, watch: Watch) -> None:
         bucket = self._buckets.get(watch.slot)
         if bucket is not None:
             bucket.discard(watch)

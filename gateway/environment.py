@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.config import (
     CacheSettings,
+    EdgeSettings,
     RateLimitSettings,
     RedisSettings,
     Route,
@@ -40,7 +41,7 @@ def _env_fields(cls: type) -> list[Field[Any]]:
 def known_variables() -> frozenset[str]:
     """Every variable the gateway reads."""
     names = {UPSTREAM_URL, ROUTES_FILE}
-    for cls in (Settings, CacheSettings, RateLimitSettings, RedisSettings):
+    for cls in (Settings, CacheSettings, RateLimitSettings, RedisSettings, EdgeSettings):
         names.update(f.metadata["env"] for f in _env_fields(cls))
     return frozenset(names)
 
@@ -109,5 +110,16 @@ def settings_from_env(environ: Mapping[str, str]) -> Settings:
         raise ConfigError(UPSTREAM_URL, f"is required (or {ROUTES_FILE} with at least one route)")
     return Settings(
         routes=tuple(sorted(routes, key=lambda r: len(r.prefix), reverse=True)),
-        cache=cache, rate_limit=rate_limit, redis=_redis(environ), **top,
+        cache=cache, rate_limit=rate_limit, redis=_redis(environ), edge=_edge(environ, top),
+        **top,
     )
+
+
+def _edge(environ: Mapping[str, str], top: Mapping[str, Any]) -> EdgeSettings:
+    edge = EdgeSettings(**_read(EdgeSettings, environ))
+    if edge.admin_host is not None and edge.admin_port is None:
+        raise ConfigError("GATEWAY_ADMIN_HOST", "is set but GATEWAY_ADMIN_PORT is not")
+    port = top.get("port", Settings.__dataclass_fields__["port"].default)
+    if edge.admin_port is not None and edge.admin_port == port:
+        raise ConfigError("GATEWAY_ADMIN_PORT", f"must differ from GATEWAY_PORT ({port})")
+    return edge

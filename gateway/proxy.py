@@ -17,13 +17,21 @@ from gateway.http.request import request_info
 from gateway.runtime import Runtime
 from gateway.upstream import UpstreamResponse
 
+#: Methods whose request body is read and dropped, never forwarded.
+_BODILESS = frozenset({"GET", "HEAD"})
+
 
 class ClientGone(Exception):
     """The client disconnected before its request body was complete."""
 
 
 class _Body:
-    """The client's request body as an async iterator, enforcing the size limit as it goes."""
+    """The client's request body, enforcing the size limit as it goes.
+
+    `buffer()` receives up to the request-buffer size before anything is sent upstream, so a
+    slow client cannot hold an upstream connection while its small body trickles in (nginx's
+    request buffering); whatever does not fit streams on through `rest()`.
+    """
 
     __slots__ = ("done", "limit", "receive", "seen", "too_large")
 
@@ -34,17 +42,41 @@ class _Body:
         self.done = False
         self.too_large = False
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    async def next(self) -> bytes:
+        message = await self.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk: bytes = message.get("body", b"")
+        self.seen += len(chunk)
+        if self.limit and self.seen > self.limit:
+            self.too_large = True
+            raise PayloadTooLarge(f"The request body exceeds {self.limit} bytes.")
+        self.done = not message.get("more_body", False)
+        return chunk
+
+    async def buffer(self, size: int) -> bytes:
+        """Receive until the body is complete or more than `size` bytes are in hand."""
+        parts: list[bytes] = []
+        held = 0
+        if size <= 0:
+            return b""
+        while not self.done and held <= size:
+            chunk = await self.next()
+            if chunk:
+                parts.append(chunk)
+                held += len(chunk)
+        return b"".join(parts)
+
+    async def drain(self) -> None:
+        """Read and drop the whole body (still within the size limit)."""
         while not self.done:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone
-            chunk: bytes = message.get("body", b"")
-            self.seen += len(chunk)
-            if self.limit and self.seen > self.limit:
-                self.too_large = True
-                raise PayloadTooLarge(f"The request body exceeds {self.limit} bytes.")
-            self.done = not message.get("more_body", False)
+            await self.next()
+
+    async def rest(self, first: bytes) -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        while not self.done:
+            chunk = await self.next()
             if chunk:
                 yield chunk
 
@@ -68,13 +100,31 @@ class ProxyApp:
         # The list the context layer computed (an inner layer may have added conditional
         # fields to it); only the upstream's Host and the body's length are added here.
         headers = [*scope["headers"], (b"host", upstream.host)]
-        body = _Body(receive, settings.max_body_bytes) if size != 0 else None
-        if size:
+        body: _Body | None = None
+        content: bytes | AsyncIterator[bytes] | None = None
+        if size != 0:
+            body = _Body(receive, settings.max_body_bytes)
+            try:
+                if scope["method"] in _BODILESS:
+                    # Never forwarded (as Varnish does): the answer, which the cache may store,
+                    # must not depend on a body other clients would not send.
+                    await body.drain()
+                else:
+                    first = await body.buffer(settings.request_buffer_bytes)
+                    if body.done:
+                        content = first or None
+                        size = len(first)
+                    else:
+                        content = body.rest(first)
+            except ClientGone:
+                return
+            if content is None:
+                size = None
+        if size is not None and size > 0:
             headers.append((b"content-length", str(size).encode()))
         try:
             response = await self.runtime.upstream.request(
-                scope["method"], upstream.origin, target, headers,
-                body.__aiter__() if body is not None else None,
+                scope["method"], upstream.origin, target, headers, content
             )
         except GatewayError:
             if body is not None and body.too_large:

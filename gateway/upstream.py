@@ -14,7 +14,7 @@ from typing import Protocol
 import aiohttp
 from yarl import URL
 
-from gateway.deadlines import HeaderDeadlines
+from gateway.deadlines import HeaderDeadlines, Watch
 from gateway.errors import BadGateway, GatewayTimeout
 from gateway.upstream_exact import ExactUpstream
 
@@ -62,6 +62,16 @@ class _AiohttpResponse:
             self._response.close()
 
 
+class _Sending:
+    """One request's deadline, started when its body is sent; `closed` once it returned."""
+
+    __slots__ = ("closed", "watch")
+
+    def __init__(self) -> None:
+        self.watch: Watch | None = None
+        self.closed = False
+
+
 class AiohttpUpstream:
     """Sends requests upstream with no redirects, no cookie jar, no decoding, no env proxies."""
 
@@ -89,9 +99,13 @@ class AiohttpUpstream:
         origin: str,
         target: bytes,
         headers: Sequence[tuple[bytes, bytes]],
-        body: AsyncIterator[bytes] | None,
+        body: bytes | AsyncIterator[bytes] | None,
     ) -> UpstreamResponse:
-        """Send the request; return once the response headers arrived (within `timeout`)."""
+        """Send the request; return once the response headers arrived.
+
+        The `timeout` for the response headers starts once the request body has been sent:
+        an honest slow upload is bounded by the front end's body idle timeout, not by this.
+        """
         try:
             # aiohttp encodes header values as UTF-8, so valid UTF-8 goes out byte for byte.
             hdrs: list[tuple[str, str]] | None = [
@@ -99,7 +113,11 @@ class AiohttpUpstream:
             ]
         except UnicodeDecodeError:
             hdrs = None  # other high bytes (obs-text): only the exact client keeps them
-        watch = self._deadlines.watch()
+        sending = _Sending()
+        if body is None or isinstance(body, bytes):
+            sending.watch = self._deadlines.watch()
+        else:
+            body = self._watch_after(body, sending, asyncio.current_task())
         try:
             response: aiohttp.ClientResponse | UpstreamResponse
             if hdrs is not None:
@@ -114,7 +132,8 @@ class AiohttpUpstream:
                 response = await self._exact.request(method, origin, target, headers, body)
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if not watch.expired or task is None or task.uncancel() > 0:
+            watch = sending.watch
+            if watch is None or not watch.expired or task is None or task.uncancel() > 0:
                 raise  # cancelled by someone else (the client left, shutdown)
             raise GatewayTimeout("The upstream server did not answer in time.") from None
         except aiohttp.ServerTimeoutError:
@@ -122,8 +141,10 @@ class AiohttpUpstream:
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise BadGateway("The upstream server could not be reached.") from exc
         finally:
-            self._deadlines.done(watch)
-        if watch.expired:
+            sending.closed = True
+            if sending.watch is not None:
+                self._deadlines.done(sending.watch)
+        if sending.watch is not None and sending.watch.expired:
             # The deadline fired in the same loop pass as the answer arrived: absorb our own
             # pending cancellation and use the answer.
             try:
@@ -136,6 +157,16 @@ class AiohttpUpstream:
         if isinstance(response, aiohttp.ClientResponse):
             return _AiohttpResponse(response)
         return response
+
+    async def _watch_after(
+        self, body: AsyncIterator[bytes], sending: _Sending, task: asyncio.Task[object] | None
+    ) -> AsyncIterator[bytes]:
+        """The body as given; once its last byte is handed to the connection, the deadline for
+        the response headers starts (for the request's task: aiohttp sends from its own)."""
+        async for chunk in body:
+            yield chunk
+        if not sending.closed:
+            sending.watch = self._deadlines.watch(task)
 
     async def aclose(self) -> None:
         await self._session.close()

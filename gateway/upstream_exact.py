@@ -63,7 +63,7 @@ class ExactUpstream:
         origin: str,
         target: bytes,
         headers: Sequence[tuple[bytes, bytes]],
-        body: AsyncIterator[bytes] | None,
+        body: bytes | AsyncIterator[bytes] | None,
     ) -> _ExactResponse:
         url = httpx.URL(origin).copy_with(raw_path=target)
         request = httpx.Request(

@@ -28,6 +28,7 @@ class RequestInfo:
     """
 
     __slots__ = (
+        "admin",
         "body_length",
         "cache_status",
         "client_ip",
@@ -51,6 +52,7 @@ class RequestInfo:
         request_id: str,
         route: Route | None,
         path: bytes,
+        admin: bool = False,
         client_ip: str,
         peer_ip: str,
         peer_trusted: bool,
@@ -63,6 +65,9 @@ class RequestInfo:
     ) -> None:
         self.request_id = request_id
         self.route = route  # None: an admin path or a path no route claims
+        # May the admin endpoints answer? False on the main listener when the admin API has a
+        # listener of its own (GATEWAY_ADMIN_PORT): such requests get a 404, never forwarded.
+        self.admin = admin
         self.path = path  # normalised, still percent-encoded where it must be
         self.client_ip = client_ip
         self.peer_ip = peer_ip

@@ -26,6 +26,14 @@ class GatewayProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def admin_url(self) -> str:
+        """Where the admin API answers: its own listener when GATEWAY_ADMIN_PORT is set."""
+        port = self.env.get("GATEWAY_ADMIN_PORT")
+        if port:
+            return f"http://{self.env.get('GATEWAY_ADMIN_HOST') or '127.0.0.1'}:{port}"
+        return self.url
+
     def start(self, wait: bool = True) -> GatewayProcess:
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
@@ -42,7 +50,7 @@ class GatewayProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited {self.proc.returncode}:\n{self.logs()}")
             try:
-                if httpx.get(f"{self.url}/__gateway/health", timeout=0.5).status_code == 200:
+                if httpx.get(f"{self.admin_url}/__gateway/health", timeout=0.5).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

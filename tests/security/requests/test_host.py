@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.security.conftest import request, start_gateway
+from tests.security.requests.conftest import request, start_gateway
 from tests.support.gateway_process import GatewayProcess
 from tests.support.upstream import RecordingUpstream
 
@@ -92,20 +92,20 @@ def test_host_case_does_not_split_the_cache_and_upstream_sees_it_lowercased(
 
 
 @pytest.fixture
-def h11_edge(
+def absolute_edge(
     tmp_path: Path, recording_server: RecordingUpstream, canary_server: RecordingUpstream
 ) -> Iterator[GatewayProcess]:
-    gw = start_gateway(tmp_path, recording_server, canary_server, GATEWAY_HTTP_PARSER="h11")
+    gw = start_gateway(tmp_path, recording_server, canary_server)
     yield gw
     gw.stop()
 
 
-def test_absolute_form_target_authority_replaces_host_with_h11(
-    h11_edge: GatewayProcess, recording: RecordingUpstream
+def test_absolute_form_target_authority_replaces_host(
+    absolute_edge: GatewayProcess, recording: RecordingUpstream
 ) -> None:
     target = f"/api/reflect/absolute-{time.monotonic_ns()}"
     status, headers, _ = request(
-        h11_edge.port,
+        absolute_edge.port,
         f"http://Other.Example:8080{target}".encode(),
         headers=b"Host: edge.test\r\n",
     )
@@ -114,9 +114,9 @@ def test_absolute_form_target_authority_replaces_host_with_h11(
     assert seen.raw_path == target.replace("/api", "", 1).encode()
     assert seen.header(b"x-forwarded-host") == b"other.example:8080"
     # The cache keyed it under the target's authority: Host edge.test is another entry.
-    again = request(h11_edge.port, target.encode(), headers=b"Host: edge.test\r\n")
+    again = request(absolute_edge.port, target.encode(), headers=b"Host: edge.test\r\n")
     assert again[1][b"x-cache"] == b"MISS"
-    same = request(h11_edge.port, target.encode(), headers=b"Host: other.example:8080\r\n")
+    same = request(absolute_edge.port, target.encode(), headers=b"Host: other.example:8080\r\n")
     assert same[1][b"x-cache"] == b"HIT"
 
 
@@ -131,21 +131,21 @@ def test_absolute_form_target_authority_replaces_host_with_h11(
         b"http://edge.test/limited%2fx",
     ],
 )
-def test_absolute_form_with_a_bad_authority_scheme_or_path_is_refused_400_with_h11(
-    h11_edge: GatewayProcess, recording: RecordingUpstream, target: bytes
+def test_absolute_form_with_a_bad_authority_scheme_or_path_is_refused_400(
+    absolute_edge: GatewayProcess, recording: RecordingUpstream, target: bytes
 ) -> None:
-    status, _, _ = request(h11_edge.port, target, headers=b"Host: edge.test\r\nX-Tenant: abs\r\n")
+    status, _, _ = request(absolute_edge.port, target, headers=b"Host: edge.test\r\nX-Tenant: abs\r\n")
     assert status == 400
     assert recording.requests == []
 
 
-def test_absolute_form_with_httptools_is_routed_by_its_path_under_the_host_field(
+def test_absolute_form_dot_segments_are_normalised_and_its_authority_replaces_host(
     edge: GatewayProcess, recording: RecordingUpstream
 ) -> None:
-    """uvicorn's httptools protocol keeps only the target's path (the authority is dropped
-    before the app sees it), so Host stays the authority; path rules still apply."""
+    """The front end keeps the absolute-form target's authority visible (uvicorn alone would
+    drop it), so RFC 9112 §3.2.2 holds: the authority replaces Host; path rules still apply."""
     status, _, _ = request(edge.port, b"http://other.example/x/../trace/echo", headers=b"Host: edge.test\r\n")
     assert status == 200
     seen = recording.requests[-1]
     assert seen.raw_path == b"/trace/echo"
-    assert seen.header(b"x-forwarded-host") == b"edge.test"
+    assert seen.header(b"x-forwarded-host") == b"other.example"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.http.headers import FORWARDING_FAMILY
-from tests.security.conftest import request, start_gateway
+from tests.security.requests.conftest import request, start_gateway
 from tests.support.gateway_process import GatewayProcess
 from tests.support.upstream import RecordingUpstream
 

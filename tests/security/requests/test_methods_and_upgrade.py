@@ -13,7 +13,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.security.conftest import request, start_gateway
+from tests.security.requests.conftest import request, start_gateway
 from tests.support.gateway_process import GatewayProcess
 from tests.support.upstream import RecordingUpstream
 
@@ -55,20 +55,20 @@ def test_connect_is_refused_405_even_on_a_route_that_allows_trace(
 
 
 @pytest.fixture
-def h11_edge(
+def track_edge(
     tmp_path: Path, recording_server: RecordingUpstream, canary_server: RecordingUpstream
 ) -> Iterator[GatewayProcess]:
-    gw = start_gateway(tmp_path, recording_server, canary_server, GATEWAY_HTTP_PARSER="h11")
+    gw = start_gateway(tmp_path, recording_server, canary_server)
     yield gw
     gw.stop()
 
 
-def test_track_is_refused_405_where_the_parser_accepts_the_method(
-    h11_edge: GatewayProcess, recording: RecordingUpstream
+def test_track_trace_connect_are_refused_405_now_that_every_method_token_is_parsed(
+    track_edge: GatewayProcess, recording: RecordingUpstream
 ) -> None:
     for method in (b"TRACK", b"TRACE", b"CONNECT"):
         status, headers, _ = request(
-            h11_edge.port, b"/limited/x", method=method, headers=b"Host: edge.test\r\nX-Tenant: track\r\n"
+            track_edge.port, b"/limited/x", method=method, headers=b"Host: edge.test\r\nX-Tenant: track\r\n"
         )
         assert status == 405 and b"allow" in headers
     assert recording.requests == []

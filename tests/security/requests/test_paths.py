@@ -11,7 +11,7 @@ import itertools
 
 import pytest
 
-from tests.security.conftest import request
+from tests.security.requests.conftest import request
 from tests.support.gateway_process import GatewayProcess
 from tests.support.upstream import RecordingUpstream
 
