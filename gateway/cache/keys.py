@@ -24,6 +24,40 @@ def strip_query(raw_query: bytes, ignore_params: Collection[str]) -> bytes:
     return b"&".join(kept)
 
 
+#: Characters escaped in every key field, so that fields never contain the separator "|" and
+#: the escape is reversible ("%" itself), and Redis hash tags never end inside a key ("{", "}").
+_FIELD_ESCAPES = str.maketrans({"%": "%25", "|": "%7C", "{": "%7B", "}": "%7D"})
+#: The path also escapes "?": the first "?" of a key's target then always starts the query.
+_PATH_ESCAPES = str.maketrans({"%": "%25", "|": "%7C", "{": "%7B", "}": "%7D", "?": "%3F"})
+
+
+def field(text: str) -> str:
+    """One key field, escaped: no "|", "{" or "}" left, and distinct texts stay distinct."""
+    return text.translate(_FIELD_ESCAPES)
+
+
+def target_form(raw_path: bytes, raw_query: bytes) -> str:
+    """The path-and-query field of a key: ``<path>[?<query>]``, each escaped.
+
+    Raw bytes are kept (latin-1) so distinct encodings stay distinct keys. The escape works
+    character by character, so a prefix of a target is a prefix of its form: purge by prefix
+    and by url compare forms (`prefix_form`).
+    """
+    path = raw_path.decode("latin-1").translate(_PATH_ESCAPES)
+    if not raw_query:
+        return path
+    return path + "?" + raw_query.decode("latin-1").translate(_FIELD_ESCAPES)
+
+
+def prefix_form(raw: bytes) -> str:
+    """A path prefix (possibly with a "?" and the start of a query) as keys spell it."""
+    path, question, query = raw.partition(b"?")
+    form = path.decode("latin-1").translate(_PATH_ESCAPES)
+    if question:
+        form += "?" + query.decode("latin-1").translate(_FIELD_ESCAPES)
+    return form
+
+
 def primary_key(
     scheme: str,
     host: str,
@@ -32,14 +66,17 @@ def primary_key(
     raw_query: bytes,
     ignore_params: Collection[str] = (),
 ) -> str:
-    """§4.1 primary cache key: ``"<path>[?<query>]|<scheme>://<host>|<route>"``.
-
-    Path and query come first so the store can purge by URL or prefix; raw bytes are kept
-    (latin-1) so distinct encodings stay distinct keys.
+    """§4.1 primary cache key: ``"<target>|<scheme>|<host>|<route>"``, every field escaped
+    (`field`, `target_form`), so the encoding is injective: two requests share a key only if
+    they agree on every field. The target comes first so the store can purge by url or prefix.
     """
-    query = strip_query(raw_query, ignore_params)
-    target = raw_path + b"?" + query if query else raw_path
-    return f"{target.decode('latin-1')}|{scheme.lower()}://{host.lower()}|{route_name}"
+    target = target_form(raw_path, strip_query(raw_query, ignore_params))
+    return f"{target}|{field(scheme.lower())}|{field(host.lower())}|{field(route_name)}"
+
+
+def url_of(key: str) -> str:
+    """The target field of a primary key (its path and query as `target_form` spells them)."""
+    return key.partition("|")[0]
 
 
 def vary_names(response_headers: Headers) -> str:

@@ -52,7 +52,7 @@ async def test_uncacheable_answer_releases_followers_at_once() -> None:
 async def test_stuck_leader_does_not_hang_followers() -> None:
     gw = Gateway(lock_timeout=0.2)
     # Another process took the lock and died; the lock outlives our wait.
-    await gw.store.try_lock("/a|http://example.com|api", 60)
+    await gw.store.try_lock("/a|http|example.com|api", 60)
     started = time.monotonic()
     response = await gw.request()
     elapsed = time.monotonic() - started

@@ -384,8 +384,8 @@ def test_content_location_is_a_target_too() -> None:
 
 def test_primary_key_format() -> None:
     key = policy.primary_key("http", "Example.com", "api", b"/p", b"b=2&a=1")
-    assert key == "/p?b=2&a=1|http://example.com|api"
-    assert policy.primary_key("https", "h", "r", b"/p", b"") == "/p|https://h|r"
+    assert key == "/p?b=2&a=1|http|example.com|api"
+    assert policy.primary_key("https", "h", "r", b"/p", b"") == "/p|https|h|r"
 
 
 @pytest.mark.parametrize(
