@@ -12,7 +12,7 @@ from typing import Any
 from gateway.cache.directives import format_http_date
 from gateway.cache.memory_store import MemoryCacheStore
 from gateway.cache.middleware import CacheMiddleware
-from gateway.config import CacheSettings, Route
+from gateway.config import CacheSettings, Route, Settings
 from gateway.context import RequestInfo
 from gateway.routing import RouteTable
 
@@ -114,14 +114,17 @@ class Gateway:
     """The cache middleware in front of an `Upstream`, with one route "api" on "/"."""
 
     def __init__(self, store: Any = None, *, routes: Sequence[Route] | None = None,
-                 **settings: Any) -> None:
+                 tee_bytes: int = 64 * 1024 * 1024, **settings: Any) -> None:
         self.clock = FakeClock()
         self.store = store if store is not None else MemoryCacheStore(clock=self.clock)
         self.upstream = Upstream(self.clock)
         cache = CacheSettings(**settings)
         self.route = Route("api", "/", ("http://upstream.test",), cache=cache)
         self.routes = [*(routes or []), self.route]
-        self.runtime = SimpleNamespace(cache_store=self.store, routes=RouteTable(self.routes))
+        self.runtime = SimpleNamespace(
+            cache_store=self.store, routes=RouteTable(self.routes),
+            settings=Settings(routes=tuple(self.routes), cache_tee_bytes=tee_bytes),
+        )
         self.app = CacheMiddleware(self.upstream, self.runtime, clock=self.clock)  # type: ignore[arg-type]
         self.on_message: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
