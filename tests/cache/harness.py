@@ -39,6 +39,7 @@ class Reply:
     chunks: int = 1
     delay: float = 0.0
     raises: BaseException | None = None
+    length: bool = True  # send a Content-Length (else the body's length is unknown upfront)
 
 
 @dataclass
@@ -78,7 +79,7 @@ class Upstream:
         headers = list(reply.headers)
         if not any(k == b"date" for k, _ in headers):
             headers.append((b"date", format_http_date(self.clock())))
-        if not any(k == b"content-length" for k, _ in headers):
+        if reply.length and not any(k == b"content-length" for k, _ in headers):
             headers.append((b"content-length", str(len(reply.body)).encode()))
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         body = b"" if scope["method"] == "HEAD" else reply.body
