@@ -27,6 +27,7 @@ STRATEGIES = ("sliding", "fixed", "gcra")
 FAIL_MODES = ("open", "closed", "local")
 RedisMode = Literal["standalone", "sentinel", "cluster"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+ERROR_STATUSES = frozenset(range(400, 600))
 
 
 class Secret:
@@ -256,6 +257,24 @@ def parse_rate_limit_key(name: str, raw: str) -> str:
     return "+".join(parts)
 
 
+def parse_error_statuses(name: str, raw: str) -> frozenset[int]:
+    """Which error statuses (4xx/5xx) a route may store: ``false`` (none beyond the defaults),
+    ``true`` (every one) or a comma-separated list such as ``500,503``."""
+    value = raw.strip().lower()
+    if value in _FALSE or not value:
+        return frozenset()
+    if value in _TRUE:
+        return ERROR_STATUSES
+    statuses = set()
+    for item in filter(None, (p.strip() for p in value.split(","))):
+        if not item.isdigit() or int(item) not in ERROR_STATUSES:
+            raise ConfigError(
+                name, f"expected true, false or a list of statuses 400-599, got {item!r}"
+            )
+        statuses.add(int(item))
+    return frozenset(statuses)
+
+
 def env(variable: str, parse: Parser, default: T) -> T:
     """A settings field read from the environment variable `variable` with `parse`."""
     return field(default=default, metadata={"env": variable, "parse": parse})
@@ -287,6 +306,12 @@ class CacheSettings:
     allow_cookies: bool = env("GATEWAY_CACHE_ALLOW_COOKIES", parse_bool, False)
     force_ttl: bool = routes_only(parse_bool, False)
     lock_timeout: float = env("GATEWAY_CACHE_LOCK_TIMEOUT", parse_float, 5.0)
+    # Off: a client's no-cache / max-age / min-fresh / Pragma never makes a stored answer
+    # unusable, so a client cannot replace a fresh shared entry on demand (as Varnish).
+    honor_client_no_cache: bool = env("GATEWAY_CACHE_HONOR_CLIENT_NO_CACHE", parse_bool, False)
+    # Error statuses stored when the origin gives them explicit freshness, beyond 404, 405,
+    # 410 and 414 (always allowed); never with the default TTL.
+    cache_errors: frozenset[int] = env("GATEWAY_CACHE_ERRORS", parse_error_statuses, frozenset())
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,5 +411,7 @@ class Settings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
     cache_memory_bytes: int = env("GATEWAY_CACHE_MEMORY_BYTES", parse_positive_int, 64 * MiB)
+    # Per worker: bytes held while teeing misses into the store (and feeding their clients).
+    cache_tee_bytes: int = env("GATEWAY_CACHE_TEE_BYTES", parse_positive_int, 64 * MiB)
     redis: RedisSettings = field(default_factory=RedisSettings)
     edge: EdgeSettings = field(default_factory=EdgeSettings)

@@ -15,6 +15,7 @@ from gateway.cache.entry import Entry
 from gateway.cache.exchange import Request
 from gateway.cache.revalidate import revalidate
 from gateway.cache.store import CacheStore
+from gateway.cache.tee import TeeBudget
 from gateway.errors import GatewayError, StoreUnavailable
 from gateway.http.request import SCOPE_KEY, request_info
 
@@ -71,9 +72,10 @@ class Refresher:
     """Background revalidation for stale-while-revalidate (RFC 5861 §3): at most one per key
     in this process, and one across processes thanks to the store lock."""
 
-    def __init__(self, app: ASGIApp, clock: Callable[[], float]) -> None:
+    def __init__(self, app: ASGIApp, clock: Callable[[], float], budget: TeeBudget) -> None:
         self.app = app
         self.clock = clock
+        self.budget = budget
         self._running: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -113,7 +115,8 @@ class Refresher:
                 return  # another process is refreshing it
             try:
                 await revalidate(
-                    self.app, scope, receive, discard, request, entry, store, self.clock
+                    self.app, scope, receive, discard, request, entry, store, self.clock,
+                    budget=self.budget,
                 )
             finally:
                 await store.unlock(request.key, token)

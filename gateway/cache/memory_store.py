@@ -14,7 +14,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from gateway.cache.store import MISS, Lookup, Ready, key_matcher, url_of
+from gateway.cache.keys import url_of
+from gateway.cache.store import MISS, Lookup, Ready, key_matcher
 
 Clock = Callable[[], float]
 # Rough per-object bookkeeping cost, so that many tiny entries still count against the budget.

@@ -35,6 +35,7 @@ from gateway.cache.exchange import (
 from gateway.cache.invalidate import forward_invalidating
 from gateway.cache.revalidate import revalidate
 from gateway.cache.store import CacheStore, Lookup
+from gateway.cache.tee import TeeBudget
 from gateway.errors import GatewayError, StoreUnavailable, send_problem
 from gateway.http.request import request_info
 
@@ -58,7 +59,8 @@ class CacheMiddleware:
         self.runtime = runtime
         self.clock = clock
         self._vary: OrderedDict[str, str] = OrderedDict()
-        self.refresher = Refresher(app, clock)
+        self.tee = TeeBudget(runtime.settings.cache_tee_bytes)
+        self.refresher = Refresher(app, clock, self.tee)
 
     # -- prefetch -------------------------------------------------------------------------
     def prefetch(self, scope: Scope) -> None:
@@ -103,7 +105,12 @@ class CacheMiddleware:
         # Vary selects on the fields as forwarded (the gateway's own X-Forwarded-For, not the
         # client's), the same list the upstream's answer was chosen by.
         headers = info.headers
-        request_cc = parse_cache_control(_header_values(headers, b"cache-control"))
+        honor = settings.honor_client_no_cache
+        request_cc = policy.client_directives(
+            parse_cache_control(_header_values(headers, b"cache-control")),
+            header(headers, b"pragma") if honor else None,
+            honor_refresh=honor,
+        )
         request = Request(key, scope["method"], headers, settings, request_cc)
         vary = self._vary.get(key, "")
         return request, policy.variant_id(policy.variant_material(vary, headers))
@@ -226,9 +233,19 @@ class CacheMiddleware:
         self, scope: Scope, receive: Receive, send: Send, request: Request,
         entry: Entry | None, store: CacheStore, fwd: str,
     ) -> None:
-        """Go upstream as the collapsing leader, or wait for one (across processes)."""
+        """Go upstream as the collapsing leader, or wait for one (across processes). The lock is
+        released as soon as the exchange will store nothing more, not when the client has been
+        answered: a slow client never keeps the followers waiting."""
         info = request_info(scope)
         token: str | None = None
+
+        async def release() -> None:
+            nonlocal token
+            if token is not None:
+                held, token = token, None
+                with contextlib.suppress(StoreUnavailable):
+                    await store.unlock(request.key, held)
+
         collapsible = (
             request.settings.lock_timeout > 0
             and "no-cache" not in request.request_cc
@@ -250,13 +267,20 @@ class CacheMiddleware:
         try:
             if entry is not None:
                 info.cache_status = "EXPIRED"
-                await revalidate(self.app, scope, receive, send, request, entry, store, self.clock)
+                await revalidate(
+                    self.app, scope, receive, send, request, entry, store, self.clock,
+                    budget=self.tee, settled=release,
+                )
             else:
                 info.cache_status = "MISS"
                 relay = Relay(
-                    send, request, store, request_time=self.clock(), clock=self.clock, fwd=fwd
+                    send, request, store, request_time=self.clock(), clock=self.clock,
+                    budget=self.tee, settled=release, fwd=fwd,
                 )
-                await self.app(scope, receive, relay)
+                try:
+                    await self.app(scope, receive, relay)
+                finally:
+                    relay.close()
         except GatewayError as exc:  # rendered by the context layer: mark it as ours too
             status = policy.cache_status(fwd=fwd, fwd_status=exc.status)
             info.extra_response_headers.extend(
@@ -264,9 +288,7 @@ class CacheMiddleware:
             )
             raise
         finally:
-            if token is not None:
-                with contextlib.suppress(StoreUnavailable):
-                    await store.unlock(request.key, token)
+            await release()
 
 
 def _bypass_reason(request: Request) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import urllib.parse
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from gateway.cache.directives import (
@@ -35,6 +36,15 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 LOOKUP_METHODS = frozenset({"GET", "HEAD"})
 #: RFC 9110 §15.1: status codes cacheable by default, so heuristic freshness may apply (§4.2.2).
 HEURISTIC_STATUSES = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
+#: RFC 9110 §15.1: the error statuses cacheable by default. Every other 4xx and every 5xx is
+#: an error this cache refuses to store, even with explicit freshness (as Varnish does for 5xx),
+#: unless the route lists it in `cache_errors`: one failed or attacker-provoked answer must not
+#: be served to everyone. (501 is cacheable by default in §15.1 but is a 5xx: refused too.)
+STORABLE_ERROR_STATUSES = frozenset({404, 405, 410, 414})
+#: Request directives that only make a stored answer unusable (§5.2.1.1, §5.2.1.3, §5.2.1.4).
+#: Unless the route honours them, they are ignored, so no client can make the cache fetch and
+#: store a new answer over a fresh one whenever it likes.
+CLIENT_REFRESH_DIRECTIVES = frozenset({"no-cache", "max-age", "min-fresh"})
 #: Never stored as a full object: partial content (§3.3-§3.4), 304 (only freshens, §4.3.4),
 #: and 429, whose answer is about one client's quota, not the resource.
 NEVER_STORED_STATUSES = frozenset({206, 304, 429})
@@ -87,16 +97,21 @@ def refusal(
     response_headers: Headers,
     *,
     default_ttl: float = 0.0,
+    cache_errors: Collection[int] = frozenset(),
 ) -> str | None:
     """Why a response may not be stored (RFC 9111 §3, §3.5, §5.2), or None if it may.
 
     The reason is short enough for a Cache-Status ``detail``. Set-Cookie responses are never
     stored (one user's cookie must not reach another); ``Vary: *`` can never be matched (§4.1).
+    Error statuses are refused unless cacheable by default or listed in ``cache_errors``, and
+    are only stored with explicit freshness or validators: ``default_ttl`` never applies.
     """
     if method != "GET":
         return "method"
     if status < 200 or status > 599 or status in NEVER_STORED_STATUSES:
         return "status"
+    if is_refused_error(status, cache_errors):
+        return "error-status"
     if "no-store" in request_cc:
         return "request-no-store"  # §5.2.1.5
     if "must-understand" in response_cc:
@@ -116,11 +131,42 @@ def refusal(
         return "gateway-error"  # the proxy's own 502/504: the origin never answered
     if "*" in list_members(combined(response_headers, b"vary")):
         return "vary-star"
-    if not _explicitly_cacheable(response_cc, response_headers) and not (
-        status in HEURISTIC_STATUSES and (default_ttl > 0 or has_validators(response_headers))
+    if not _explicitly_cacheable(status, response_cc, response_headers) and not (
+        status in HEURISTIC_STATUSES
+        and ((default_ttl > 0 and status < 400) or has_validators(response_headers))
     ):
         return "not-cacheable"  # §3: no explicit freshness, no usable heuristic or validator
     return None
+
+
+def is_refused_error(status: int, cache_errors: Collection[int] = frozenset()) -> bool:
+    """An error status this cache never stores (see `STORABLE_ERROR_STATUSES`) unless the
+    route opted in for it."""
+    return status >= 400 and status not in STORABLE_ERROR_STATUSES and status not in cache_errors
+
+
+def client_directives(
+    request_cc: CacheControl, pragma: bytes | None, *, honor_refresh: bool
+) -> CacheControl:
+    """The request directives the cache acts on (§5.2.1).
+
+    By default (as Varnish) a client cannot make a stored answer unusable: ``no-cache``,
+    ``max-age`` and ``min-fresh`` are ignored, and so is ``Pragma``. A route that honours them
+    gets RFC 9111 behaviour, with ``Pragma: no-cache`` read as ``no-cache`` when the request has
+    no Cache-Control (RFC 7234 §5.4). Directives that cannot replace an entry (``no-store``,
+    ``max-stale``, ``only-if-cached``, ``stale-if-error``) are always kept.
+    """
+    if honor_refresh:
+        if not request_cc.directives and pragma is not None and "no-cache" in list_members(pragma):
+            return PRAGMA_NO_CACHE
+        return request_cc
+    if CLIENT_REFRESH_DIRECTIVES.isdisjoint(request_cc.directives):
+        return request_cc
+    kept = {k: v for k, v in request_cc.directives.items() if k not in CLIENT_REFRESH_DIRECTIVES}
+    return CacheControl(kept, request_cc.invalid - CLIENT_REFRESH_DIRECTIVES)
+
+
+PRAGMA_NO_CACHE = CacheControl({"no-cache": None})
 
 
 def _unqualified(response_cc: CacheControl, name: str) -> bool:
@@ -140,8 +186,13 @@ def withheld_fields(response_cc: CacheControl) -> frozenset[bytes]:
     return frozenset(names)
 
 
-def _explicitly_cacheable(response_cc: CacheControl, response_headers: Headers) -> bool:
-    return bool({"public", "max-age", "s-maxage"}.intersection(response_cc.directives)) or (
+def _explicitly_cacheable(
+    status: int, response_cc: CacheControl, response_headers: Headers
+) -> bool:
+    """Explicit freshness (§4.2.1), or ``public``, which only lends the heuristic to a status
+    that is not an error (the heuristic never applies to errors)."""
+    explicit = {"max-age", "s-maxage"} if status >= 400 else {"public", "max-age", "s-maxage"}
+    return bool(explicit.intersection(response_cc.directives)) or (
         header(response_headers, b"expires") is not None
     )
 
@@ -163,8 +214,11 @@ def freshness_lifetime(
     """§4.2.1: s-maxage, then max-age, then Expires - Date; else the heuristic (§4.2.2).
 
     The configured ``default_ttl`` is the only heuristic (0: none). ``force_ttl`` replaces the
-    origin's freshness with it. Invalid or negative values mean stale (§4.2.1, §5.3).
+    origin's freshness with it. Neither ever applies to an error status (>= 400): an error is
+    fresh only as long as its origin says. Invalid or negative values mean stale (§4.2.1, §5.3).
     """
+    if status >= 400:
+        default_ttl = 0.0
     if force_ttl and default_ttl > 0:
         return default_ttl
     for name in ("s-maxage", "max-age"):

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.cache.policy import strip_query
+from gateway.cache.keys import prefix_form, strip_query, target_form
 from gateway.cache.store import CacheStore
 from gateway.config import Settings
 from gateway.errors import (
@@ -64,8 +64,10 @@ def purge_endpoint(runtime: PurgeRuntime) -> Callable[[Request], Awaitable[Respo
                 if kind == "url":
                     for url in _url_keys(value, runtime.settings):
                         purged += await store.purge(url=url, soft=soft)
+                elif kind == "prefix":
+                    purged = await store.purge(prefix=prefix_form(value.encode()), soft=soft)
                 else:
-                    purged = await store.purge(**{kind: _key_form(value)}, soft=soft)
+                    purged = await store.purge(tag=_tag_form(value), soft=soft)
             except StoreUnavailable as exc:
                 raise ServiceUnavailable(
                     "the cache store is unavailable; the purge may be incomplete, retry it"
@@ -129,21 +131,19 @@ def _parse(body: bytes) -> tuple[str, str, bool]:
     return kind, value, soft
 
 
-def _key_form(text: str) -> str:
-    """Keys and tags hold request bytes decoded as latin-1; JSON gives text: re-encode it."""
+def _tag_form(text: str) -> str:
+    """Tags hold response bytes decoded as latin-1; JSON gives text: re-encode it."""
     return text.encode("utf-8").decode("latin-1")
 
 
 def _url_keys(url: str, settings: Settings) -> list[str]:
-    """The url as the cache keys it: without the route's ignored query parameters (and without
-    an empty ``?``), plus the url exactly as given."""
-    raw = url.encode("utf-8")
-    path, _, query = raw.partition(b"?")
+    """The url as the cache keys it (`keys.target_form`): without the route's ignored query
+    parameters, plus the url with its query exactly as given."""
+    path, _, query = url.encode("utf-8").partition(b"?")
     route = RouteTable(settings.routes).match(path)
     ignored = route.cache.ignore_query_params if route is not None else frozenset[str]()
-    query = strip_query(query, ignored)
-    keyed = path + b"?" + query if query else path
-    return list(dict.fromkeys(form.decode("latin-1") for form in (keyed, raw)))
+    forms = (target_form(path, strip_query(query, ignored)), target_form(path, query))
+    return list(dict.fromkeys(forms))
 
 
 def _problem(request: Request, exc: GatewayError) -> Response:

@@ -1,12 +1,13 @@
 """The cache store on Redis (standalone, Sentinel or Cluster).
 
-Layout, format version ``c1`` in every key; one primary key's keys share a hash tag so every
+Layout, format version ``c2`` in every key (``c1`` keys, whose fields were joined unescaped,
+are never read and expire on their own); one primary key's keys share a hash tag so every
 script touches a single Cluster slot:
 
-- ``gw:c1:{<key>}``       hash: ``vary``, ``v:<variant>`` (one blob each), ``purged`` (soft-purge
+- ``gw:c2:{<key>}``       hash: ``vary``, ``v:<variant>`` (one blob each), ``purged`` (soft-purge
   time from Redis TIME), and ``k`` (the full key, only when the name had to be shortened)
-- ``gw:c1:{<key>}:lock``  collapsing lock (a random token, SET NX PX)
-- ``gw:c1:tag:{<tag>}``   set of entry hash names stored with that tag
+- ``gw:c2:{<key>}:lock``  collapsing lock (a random token, SET NX PX)
+- ``gw:c2:tag:{<tag>}``   set of entry hash names stored with that tag
 
 Keys longer than 200 characters are named ``key[:160] + "#" + sha1(key)``. Every key expires.
 The hot path (lookup) and the writes go through the shared `AutoPipeline`; purge scans with the
@@ -27,10 +28,11 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.batching import AutoPipeline, LuaScript
-from gateway.cache.store import MISS, Lookup, key_matcher, url_of
+from gateway.cache.keys import url_of
+from gateway.cache.store import MISS, Lookup, key_matcher
 from gateway.errors import StoreUnavailable
 
-PREFIX = "gw:c1:"
+PREFIX = "gw:c2:"  # c2: escaped key fields (c1 keys joined raw fields; never read)
 _ENTRY_OPEN = PREFIX + "{"
 _MAX_INNER = 200
 _SHORT_INNER = 160

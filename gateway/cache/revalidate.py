@@ -10,8 +10,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.cache import policy, validation
 from gateway.cache.directives import Headers, cache_control_of, format_http_date, header, without
 from gateway.cache.entry import Entry
-from gateway.cache.exchange import NOT_STORED_FIELDS, Relay, Request, put_entry, send_entry
+from gateway.cache.exchange import (
+    NOT_STORED_FIELDS,
+    Relay,
+    Request,
+    Settled,
+    nothing,
+    put_entry,
+    send_entry,
+)
 from gateway.cache.store import CacheStore
+from gateway.cache.tee import TeeBudget
 from gateway.errors import GatewayError
 from gateway.http.request import RequestInfo, request_info
 
@@ -28,10 +37,14 @@ async def revalidate(
     entry: Entry,
     store: CacheStore,
     clock: Callable[[], float],
+    *,
+    budget: TeeBudget,
+    settled: Settled = nothing,
 ) -> None:
     """Forward with the stored validators (§4.3.1); a 304 freshens the entry (§4.3.4) and the
     client is answered from it; a new response replaces it; an error is covered by the stale
-    entry when stale-if-error allows."""
+    entry when stale-if-error allows. ``settled`` (the collapsing lock's release) runs as soon
+    as nothing more will be stored, before the client is answered."""
     info = request_info(scope)
     request_time = clock()
     covers_errors = policy.serve_stale_on_error(
@@ -43,8 +56,8 @@ async def revalidate(
 
     fwd = "request" if "no-cache" in request.request_cc else "stale"
     relay = Relay(
-        send, request, store, request_time=request_time, clock=clock, intercept=intercept,
-        x_cache=b"EXPIRED", fwd=fwd,
+        send, request, store, request_time=request_time, clock=clock, budget=budget,
+        settled=settled, intercept=intercept, x_cache=b"EXPIRED", fwd=fwd,
     )
     conditional = validation.revalidation_headers(request.headers, entry.headers)
     upstream_scope = {**scope, "headers": conditional}
@@ -53,20 +66,32 @@ async def revalidate(
     except GatewayError as exc:  # the proxy's 502/504: the origin is unreachable
         if relay.started or not covers_errors or not policy.is_error_for_stale(exc.status):
             raise
+        await settled()
         await _serve_stale(send, request, entry, clock(), exc.status, info)
         return
+    finally:
+        relay.close()
     if not relay.held:
         return
     if relay.status != 304:
+        await settled()
         await _serve_stale(send, request, entry, clock(), relay.status, info)
         return
     if not validation.selects_stored(entry.headers, relay.headers):
         # The 304 is about another representation (§4.3.4): fetch this one whole.
         whole = {**scope, "headers": without(request.headers, validation.CONDITIONAL_HEADERS)}
-        await app(whole, receive, Relay(send, request, store, request_time=clock(), clock=clock))
+        again = Relay(
+            send, request, store, request_time=clock(), clock=clock, budget=budget,
+            settled=settled,
+        )
+        try:
+            await app(whole, receive, again)
+        finally:
+            again.close()
         return
     fresh = freshened(entry, relay.headers, request, request_time, relay.response_time)
     stored = await put_entry(store, request, fresh)
+    await settled()
     status = policy.cache_status(fwd=fwd, fwd_status=304, stored=stored)
     own = [(name, value) for name, value in relay.headers if name in _CLIENT_ONLY]
     await send_entry(

@@ -2,7 +2,8 @@
 
 A store knows nothing about HTTP: it keeps opaque serialized entries (`cache/entry.py`) under a
 primary key, one blob per variant, plus the `Vary` header names that select the variant. The
-primary key is built by `cache/policy.py` as ``"<path?query>|<scheme://host>|<route>"``.
+primary key is built by `cache/keys.py` as ``"<path?query>|<scheme>|<host>|<route>"`` with every
+field escaped, so it never contains a "|" of its own.
 
 Implementations: `gateway.cache.redis_store.RedisCacheStore` and
 `gateway.cache.memory_store.MemoryCacheStore`; both raise only `gateway.errors.StoreUnavailable`.
@@ -70,18 +71,14 @@ class CacheStore(Protocol):
     ) -> int:
         """Delete (or, if `soft`, mark stale) keys and return how many primary keys it affected.
 
-        `url` matches the path-and-query part of a key exactly, on every host and route;
-        `prefix` matches keys whose path-and-query starts with it; `tag` matches keys stored
+        `url` matches the target field of a key exactly, on every host and route; `prefix`
+        matches keys whose target starts with it; both in key form (`keys.target_form`,
+        `keys.prefix_form`); `tag` matches keys stored
         with that tag. Exactly one of them must be given.
         """
 
     async def ping(self) -> bool:
         """True if the store answers now."""
-
-
-def url_of(key: str) -> str:
-    """The path-and-query part of a primary key (the key minus ``|host|route``)."""
-    return key.rsplit("|", 2)[0]
 
 
 def key_matcher(url: str | None, prefix: str | None, tag: str | None) -> tuple[str, str]:

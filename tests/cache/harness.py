@@ -12,7 +12,7 @@ from typing import Any
 from gateway.cache.directives import format_http_date
 from gateway.cache.memory_store import MemoryCacheStore
 from gateway.cache.middleware import CacheMiddleware
-from gateway.config import CacheSettings, Route
+from gateway.config import CacheSettings, Route, Settings
 from gateway.http.request import RequestInfo
 from gateway.routing import RouteTable
 
@@ -39,6 +39,7 @@ class Reply:
     chunks: int = 1
     delay: float = 0.0
     raises: BaseException | None = None
+    length: bool = True  # send a Content-Length (else the body's length is unknown upfront)
 
 
 @dataclass
@@ -78,7 +79,7 @@ class Upstream:
         headers = list(reply.headers)
         if not any(k == b"date" for k, _ in headers):
             headers.append((b"date", format_http_date(self.clock())))
-        if not any(k == b"content-length" for k, _ in headers):
+        if reply.length and not any(k == b"content-length" for k, _ in headers):
             headers.append((b"content-length", str(len(reply.body)).encode()))
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         body = b"" if scope["method"] == "HEAD" else reply.body
@@ -114,14 +115,17 @@ class Gateway:
     """The cache middleware in front of an `Upstream`, with one route "api" on "/"."""
 
     def __init__(self, store: Any = None, *, routes: Sequence[Route] | None = None,
-                 **settings: Any) -> None:
+                 tee_bytes: int = 64 * 1024 * 1024, **settings: Any) -> None:
         self.clock = FakeClock()
         self.store = store if store is not None else MemoryCacheStore(clock=self.clock)
         self.upstream = Upstream(self.clock)
         cache = CacheSettings(**settings)
         self.route = Route("api", "/", ("http://upstream.test",), cache=cache)
         self.routes = [*(routes or []), self.route]
-        self.runtime = SimpleNamespace(cache_store=self.store, routes=RouteTable(self.routes))
+        self.runtime = SimpleNamespace(
+            cache_store=self.store, routes=RouteTable(self.routes),
+            settings=Settings(routes=tuple(self.routes), cache_tee_bytes=tee_bytes),
+        )
         self.app = CacheMiddleware(self.upstream, self.runtime, clock=self.clock)  # type: ignore[arg-type]
         self.on_message: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 

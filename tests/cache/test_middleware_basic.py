@@ -192,7 +192,7 @@ async def test_store_write_completes_before_the_last_byte() -> None:
 
     async def on_message(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.body" and not message.get("more_body"):
-            lookup = await gw.store.lookup("/a|http://example.com|api", "")
+            lookup = await gw.store.lookup("/a|http|example.com|api", "")
             found_at_last_chunk.append(lookup.blob is not None)
 
     gw.on_message = on_message
@@ -202,7 +202,7 @@ async def test_store_write_completes_before_the_last_byte() -> None:
 
 async def test_corrupt_entries_are_misses() -> None:
     gw = Gateway()
-    await gw.store.put("/a|http://example.com|api", "", "", b"GWC\x01junk", 60, ())
+    await gw.store.put("/a|http|example.com|api", "", "", b"GWC\x01junk", 60, ())
     response = await gw.request()
     assert (response.status, response.x_cache) == (200, "MISS")
     assert (await gw.request()).x_cache == "HIT"

@@ -52,7 +52,7 @@ async def test_uncacheable_answer_releases_followers_at_once() -> None:
 async def test_stuck_leader_does_not_hang_followers() -> None:
     gw = Gateway(lock_timeout=0.2)
     # Another process took the lock and died; the lock outlives our wait.
-    await gw.store.try_lock("/a|http://example.com|api", 60)
+    await gw.store.try_lock("/a|http|example.com|api", 60)
     started = time.monotonic()
     response = await gw.request()
     elapsed = time.monotonic() - started
@@ -61,16 +61,26 @@ async def test_stuck_leader_does_not_hang_followers() -> None:
     assert 0.15 < elapsed < 2.0
 
 
-async def test_collapsing_can_be_disabled_and_skips_no_cache_requests() -> None:
+async def test_collapsing_can_be_disabled_and_skips_honoured_no_cache_requests() -> None:
     gw = Gateway(lock_timeout=0)
     gw.upstream.reply = Reply(delay=0.02)
     await asyncio.gather(*(gw.request() for _ in range(3)))
     assert gw.upstream.calls == 3
-    other = Gateway()
-    other.upstream.reply = Reply(delay=0.02)
     no_cache = [(b"cache-control", b"no-cache")]
-    await asyncio.gather(*(other.request(headers=no_cache) for _ in range(3)))
-    assert other.upstream.calls == 3
+    honouring = Gateway(honor_client_no_cache=True)
+    honouring.upstream.reply = Reply(delay=0.02)
+    await asyncio.gather(*(honouring.request(headers=no_cache) for _ in range(3)))
+    assert honouring.upstream.calls == 3
+
+
+async def test_ignored_client_no_cache_requests_collapse_like_any_other() -> None:
+    """By default a client's no-cache is ignored (as Varnish): 10 of them are one miss."""
+    gw = Gateway()
+    gw.upstream.reply = Reply(body=b"once", delay=0.05)
+    no_cache = [(b"cache-control", b"no-cache"), (b"pragma", b"no-cache")]
+    responses = await asyncio.gather(*(gw.request(headers=no_cache) for _ in range(10)))
+    assert gw.upstream.calls == 1
+    assert {r.body for r in responses} == {b"once"}
 
 
 class LateView:

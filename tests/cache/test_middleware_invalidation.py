@@ -100,7 +100,7 @@ async def test_invalidation_happens_before_the_client_hears_the_answer() -> None
 
     async def on_message(message: dict[str, object]) -> None:
         if message["type"] == "http.response.start":
-            lookup = await gw.store.lookup("/a|http://example.com|api", "")
+            lookup = await gw.store.lookup("/a|http|example.com|api", "")
             seen_blob.append(lookup.blob is not None)
 
     gw.on_message = on_message

@@ -111,18 +111,39 @@ async def test_304_for_another_representation_fetches_it_whole() -> None:
     assert gw.upstream.seen[-1].header(b"if-none-match") is None
 
 
-async def test_request_no_cache_and_max_age_zero_go_upstream() -> None:
-    """§5.2.1.4, §5.2.1.1."""
+async def test_honoured_request_no_cache_max_age_zero_and_pragma_go_upstream() -> None:
+    """§5.2.1.4, §5.2.1.1, RFC 7234 §5.4: on a route that honours client refreshes."""
+    gw = Gateway(honor_client_no_cache=True)
+    gw.upstream.reply = Reply(headers=VALIDATED)
+    await gw.request()
+    revalidating_origin(gw)
+    for field in ((b"cache-control", b"no-cache"), (b"cache-control", b"max-age=0"),
+                  (b"pragma", b"no-cache")):
+        gw.clock.advance(1)
+        response = await gw.request(headers=[field])
+        assert response.status == 200
+        assert gw.upstream.seen[-1].header(b"if-none-match") == b'"v1"'
+    assert gw.upstream.calls == 4
+    gw.clock.advance(1)
+    # Pragma is only read without Cache-Control (RFC 7234 §5.4)
+    both = [(b"cache-control", b"max-stale"), (b"pragma", b"no-cache")]
+    assert (await gw.request(headers=both)).x_cache == "HIT"
+    assert gw.upstream.calls == 4
+
+
+async def test_client_refresh_directives_are_ignored_by_default_like_varnish() -> None:
+    """A fresh entry answers no-cache, max-age=0, min-fresh and Pragma requests from storage
+    (the safe default: the upstream is not asked, the entry is not replaced)."""
     gw = Gateway()
     gw.upstream.reply = Reply(headers=VALIDATED)
     await gw.request()
     revalidating_origin(gw)
-    for directive in (b"no-cache", b"max-age=0"):
+    for field in ((b"cache-control", b"no-cache"), (b"cache-control", b"max-age=0"),
+                  (b"cache-control", b"min-fresh=3600"), (b"pragma", b"no-cache")):
         gw.clock.advance(1)
-        response = await gw.request(headers=[(b"cache-control", directive)])
-        assert response.status == 200
-        assert gw.upstream.seen[-1].header(b"if-none-match") == b'"v1"'
-    assert gw.upstream.calls == 3
+        response = await gw.request(headers=[field])
+        assert (response.status, response.x_cache, response.body) == (200, "HIT", b"hello")
+    assert gw.upstream.calls == 1
 
 
 async def test_response_no_cache_always_revalidates() -> None:
@@ -137,8 +158,8 @@ async def test_response_no_cache_always_revalidates() -> None:
 
 
 async def test_max_stale_and_min_fresh() -> None:
-    """§5.2.1.2, §5.2.1.3."""
-    gw = Gateway()
+    """§5.2.1.2, §5.2.1.3 (min-fresh only where the route honours client refreshes)."""
+    gw = Gateway(honor_client_no_cache=True)
     gw.upstream.reply = Reply(headers=[(b"cache-control", b"max-age=60"), (b"etag", b'"1"')])
     await gw.request()
     gw.clock.advance(80)

@@ -99,12 +99,12 @@ def test_rfc850_two_digit_years_are_at_most_50_years_ahead() -> None:
 
 def refusal(
     response: H, *, status: int = 200, request: H | None = None, method: str = "GET",
-    default_ttl: float = 0.0,
+    default_ttl: float = 0.0, cache_errors: frozenset[int] = frozenset(),
 ) -> str | None:
     request = request or []
     return policy.refusal(
         method, status, policy_cc(request), policy_cc(response), request, response,
-        default_ttl=default_ttl,
+        default_ttl=default_ttl, cache_errors=cache_errors,
     )
 
 
@@ -123,7 +123,7 @@ def policy_cc(headers: H) -> CacheControl:
         ([], 200, "not-cacheable"),  # nothing to reuse it with when GATEWAY_CACHE_TTL=0
         ([(b"etag", b'"a"')], 302, "not-cacheable"),  # 302 is not heuristically cacheable
         ([(b"cache-control", b"max-age=60")], 302, None),  # explicit freshness: any final status
-        ([(b"cache-control", b"max-age=60")], 500, None),
+        ([(b"cache-control", b"max-age=60")], 500, "error-status"),  # unless the route opts in
         ([(b"cache-control", b"max-age=60")], 299, None),  # unknown but final
         ([(b"cache-control", b"max-age=60")], 206, "status"),  # §3.3: never a full object
         ([(b"cache-control", b"max-age=60")], 304, "status"),
@@ -137,15 +137,19 @@ def policy_cc(headers: H) -> CacheControl:
         ([(b"cache-control", b"max-age=60"), (b"vary", b"accept, *")], 200, "vary-star"),
         ([(b"cache-control", b"max-age=60, must-understand, no-store")], 200, None),  # §5.2.2.3
         ([(b"cache-control", b"max-age=60, must-understand, no-store")], 299, "must-understand"),
-        (
-            [(b"cache-control", b"max-age=60"), (b"content-type", b"application/problem+json")],
-            502, "gateway-error",
-        ),
-        ([(b"cache-control", b"max-age=60"), (b"content-type", b"text/html")], 502, None),
     ],
 )
 def test_storable(response: H, status: int, expected: str | None) -> None:
     assert refusal(response, status=status) == expected
+
+
+def test_the_proxys_own_502_is_never_stored_even_when_the_route_stores_502s() -> None:
+    problem = [(b"cache-control", b"max-age=60"), (b"content-type", b"application/problem+json")]
+    origin = [(b"cache-control", b"max-age=60"), (b"content-type", b"text/html")]
+    opted_in = frozenset({502})
+    assert refusal(problem, status=502, cache_errors=opted_in) == "gateway-error"
+    assert refusal(origin, status=502, cache_errors=opted_in) is None
+    assert refusal(origin, status=502) == "error-status"
 
 
 @pytest.mark.parametrize(
@@ -384,8 +388,8 @@ def test_content_location_is_a_target_too() -> None:
 
 def test_primary_key_format() -> None:
     key = policy.primary_key("http", "Example.com", "api", b"/p", b"b=2&a=1")
-    assert key == "/p?b=2&a=1|http://example.com|api"
-    assert policy.primary_key("https", "h", "r", b"/p", b"") == "/p|https://h|r"
+    assert key == "/p?b=2&a=1|http|example.com|api"
+    assert policy.primary_key("https", "h", "r", b"/p", b"") == "/p|https|h|r"
 
 
 @pytest.mark.parametrize(

@@ -22,8 +22,8 @@ from gateway.errors import StoreUnavailable
 from gateway.redis_client import create_redis
 from tests.support.redis_server import RedisServer, free_port
 
-KEY = "/items?page=1|http://shop.test:8080|shop"
-OTHER_HOST = "/items?page=1|https://api.test|shop"
+KEY = "/items?page=1|http|shop.test:8080|shop"
+OTHER_HOST = "/items?page=1|https|api.test|shop"
 LONG_PATH = "/search?q=" + "x" * 250
 
 
@@ -174,7 +174,7 @@ async def test_invalidate_removes_every_variant_of_that_key_only(cache: Harness)
     await put(cache, key=OTHER_HOST)
 
     await cache.store.invalidate(KEY)
-    await cache.store.invalidate("/never-stored|http://x|r")
+    await cache.store.invalidate("/never-stored|http|x|r")
 
     assert await cache.store.lookup(KEY, "a") == Lookup(None, None, None)
     assert await blob(cache, OTHER_HOST) == b"entry"
@@ -207,9 +207,9 @@ async def test_an_expired_lock_can_be_taken_and_its_old_owner_cannot_free_it(
 
 
 async def test_purge_by_url_matches_every_host_and_nothing_else(cache: Harness) -> None:
-    same_url = [KEY, OTHER_HOST, "/items?page=1|http://shop.test:8080|legacy"]
-    others = ["/items?page=12|http://shop.test:8080|shop", "/items|http://shop.test:8080|shop",
-              "/items?page=1/x|http://shop.test:8080|shop"]
+    same_url = [KEY, OTHER_HOST, "/items?page=1|http|shop.test:8080|legacy"]
+    others = ["/items?page=12|http|shop.test:8080|shop", "/items|http|shop.test:8080|shop",
+              "/items?page=1/x|http|shop.test:8080|shop"]
     for key in same_url + others:
         await put(cache, key=key)
 
@@ -221,19 +221,19 @@ async def test_purge_by_url_matches_every_host_and_nothing_else(cache: Harness) 
 
 
 async def test_purge_treats_glob_characters_literally(cache: Harness) -> None:
-    await put(cache, key="/f[1]?q=*|http://h|r")
-    await put(cache, key="/f1?q=abc|http://h|r")
-    await put(cache, key="/f\\x|http://h|r")
+    await put(cache, key="/f[1]?q=*|http|h|r")
+    await put(cache, key="/f1?q=abc|http|h|r")
+    await put(cache, key="/f\\x|http|h|r")
 
     assert await cache.store.purge(url="/f[1]?q=*") == 1
     assert await cache.store.purge(prefix="/f?") == 0
     assert await cache.store.purge(prefix="/f\\") == 1
-    assert await blob(cache, "/f1?q=abc|http://h|r") == b"entry"
+    assert await blob(cache, "/f1?q=abc|http|h|r") == b"entry"
 
 
 async def test_purge_by_prefix(cache: Harness) -> None:
-    inside = ["/api/a|http://h|r", "/api/b?x=1|http://h2|r", "/api/|http://h|r"]
-    outside = ["/apix|http://h|r", "/other/api/|http://h|r", "/|http://h|r"]
+    inside = ["/api/a|http|h|r", "/api/b?x=1|http|h2|r", "/api/|http|h|r"]
+    outside = ["/apix|http|h|r", "/other/api/|http|h|r", "/|http|h|r"]
     for key in inside + outside:
         await put(cache, key=key, variant="v", vary="accept")
 
@@ -244,22 +244,22 @@ async def test_purge_by_prefix(cache: Harness) -> None:
 
 
 async def test_purge_by_tag(cache: Harness) -> None:
-    await put(cache, key="/a|http://h|r", tags=("product", "p-1"))
-    await put(cache, key="/b|http://h|r", tags=("product",))
-    await put(cache, key="/c|http://h|r", tags=("p-2",))
+    await put(cache, key="/a|http|h|r", tags=("product", "p-1"))
+    await put(cache, key="/b|http|h|r", tags=("product",))
+    await put(cache, key="/c|http|h|r", tags=("p-2",))
 
     assert await cache.store.purge(tag="product") == 2
     assert await cache.store.purge(tag="product") == 0
     assert await cache.store.purge(tag="unknown") == 0
 
-    assert await blob(cache, "/a|http://h|r") is None
-    assert await blob(cache, "/b|http://h|r") is None
-    assert await blob(cache, "/c|http://h|r") == b"entry"
+    assert await blob(cache, "/a|http|h|r") is None
+    assert await blob(cache, "/b|http|h|r") is None
+    assert await blob(cache, "/c|http|h|r") == b"entry"
 
 
 async def test_soft_purge_marks_entries_stale_and_keeps_them(cache: Harness) -> None:
     await put(cache, variant="a", vary="accept", tags=("t",))
-    await put(cache, key="/other|http://h|r")
+    await put(cache, key="/other|http|h|r")
     before = cache.now()
 
     assert await cache.store.purge(url="/items?page=1", soft=True) == 1
@@ -269,7 +269,7 @@ async def test_soft_purge_marks_entries_stale_and_keeps_them(cache: Harness) -> 
     assert found.blob == b"entry" and found.vary == "accept"
     assert found.purged_at is not None
     assert before - 5 <= found.purged_at <= after + 5  # Redis TIME vs this machine's clock
-    assert (await cache.store.lookup("/other|http://h|r", "")).purged_at is None
+    assert (await cache.store.lookup("/other|http|h|r", "")).purged_at is None
 
     # a variant stored after the purge is still under the same mark; its own date tells it apart
     await put(cache, variant="b", vary="accept")
@@ -289,8 +289,8 @@ async def test_soft_purge_of_an_expired_entry_affects_nothing(cache: Harness) ->
 
 
 async def test_long_keys_are_stored_and_purged_exactly(cache: Harness) -> None:
-    long_key = LONG_PATH + "|http://h|r"
-    sibling = LONG_PATH + "y|http://h|r"  # shares the first 160 characters and more
+    long_key = LONG_PATH + "|http|h|r"
+    sibling = LONG_PATH + "y|http|h|r"  # shares the first 160 characters and more
     await put(cache, key=long_key, blob=b"long")
     await put(cache, key=sibling, blob=b"sibling")
 
@@ -332,13 +332,13 @@ async def test_every_redis_key_expires(server_cache: Harness) -> None:
     raw = server_cache.raw
     assert raw is not None
     await put(server_cache, tags=("product",), ttl=30)
-    await put(server_cache, key=LONG_PATH + "|http://h|r", ttl=30)
+    await put(server_cache, key=LONG_PATH + "|http|h|r", ttl=30)
     assert await server_cache.store.try_lock(KEY, 5)
     await server_cache.store.purge(tag="product", soft=True)
 
     names = sorted(await all_keys(raw))
     assert names == sorted(n.encode() for n in [
-        entry_name(KEY), entry_name(LONG_PATH + "|http://h|r"), lock_name(KEY),
+        entry_name(KEY), entry_name(LONG_PATH + "|http|h|r"), lock_name(KEY),
         tag_name("product"),
     ])
     for name in names:
@@ -411,19 +411,19 @@ async def test_a_stopped_redis_raises_store_unavailable_and_recovery_is_automati
 async def test_the_memory_store_evicts_least_recently_used_keys_over_its_budget() -> None:
     store = MemoryCacheStore(max_bytes=10_000)
     for name in "abc":
-        await store.put(f"/{name}|http://h|r", "", "", b"x" * 2500, 60, ("t",))
-    await store.lookup("/a|http://h|r", "")  # now more recently used than /b
-    await store.put("/d|http://h|r", "", "", b"x" * 2500, 60, ())
+        await store.put(f"/{name}|http|h|r", "", "", b"x" * 2500, 60, ("t",))
+    await store.lookup("/a|http|h|r", "")  # now more recently used than /b
+    await store.put("/d|http|h|r", "", "", b"x" * 2500, 60, ())
 
-    assert (await store.lookup("/b|http://h|r", "")).blob is None
+    assert (await store.lookup("/b|http|h|r", "")).blob is None
     for name in "acd":
-        assert (await store.lookup(f"/{name}|http://h|r", "")).blob is not None
+        assert (await store.lookup(f"/{name}|http|h|r", "")).blob is not None
     assert store.bytes_used <= 10_000
 
-    await store.put("/huge|http://h|r", "", "", b"x" * 20_000, 60, ())
-    assert (await store.lookup("/huge|http://h|r", "")).blob is None
+    await store.put("/huge|http|h|r", "", "", b"x" * 20_000, 60, ())
+    assert (await store.lookup("/huge|http|h|r", "")).blob is None
     for name in "acd":  # a too-large entry does not flush the rest
-        assert (await store.lookup(f"/{name}|http://h|r", "")).blob is not None
+        assert (await store.lookup(f"/{name}|http|h|r", "")).blob is not None
     assert await store.purge(tag="t") == 2  # the evicted key left its tag too
 
 

@@ -54,7 +54,7 @@ def test_a_cacheable_response_is_served_from_the_cluster(
     stored = []
     for port in cluster.ports:  # the entry lives in the cluster, not in the process
         with redis.Redis(host="127.0.0.1", port=port) as node:
-            stored += node.keys("gw:c1:*")
+            stored += node.keys("gw:c2:*")
     assert stored
 
 

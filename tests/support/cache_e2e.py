@@ -11,6 +11,9 @@ from urllib.parse import urlencode
 import httpx
 import redis
 
+from gateway.cache.keys import target_form
+from gateway.cache.redis_store import PREFIX
+
 T = TypeVar("T")
 
 TOKEN = "e2e-admin-token"
@@ -28,9 +31,10 @@ def target(name: str, cc: str | None = None, h: Iterable[str] = (), **params: st
 
 def entries(redis_url: str, raw_target: str) -> list[str]:
     """Names of the entry hashes Redis holds for ``raw_target`` (any host, any route)."""
+    path, _, query = raw_target.encode().partition(b"?")
     with redis.Redis.from_url(redis_url) as client:
-        names = [name.decode() for name in client.keys("gw:c1:{*")]
-    return [name for name in names if name.startswith(f"gw:c1:{{{raw_target}|")]
+        names = [name.decode() for name in client.keys(PREFIX + "{*")]
+    return [name for name in names if name.startswith(f"{PREFIX}{{{target_form(path, query)}|")]
 
 
 def expiries(redis_url: str, names: Iterable[str]) -> list[int]:
