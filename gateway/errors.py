@@ -49,6 +49,10 @@ class PayloadTooLarge(GatewayError):
     status, title = 413, "Content Too Large"
 
 
+class TooManyRequests(GatewayError):
+    status, title = 429, "Too Many Requests"
+
+
 class BadGateway(GatewayError):
     status, title = 502, "Bad Gateway"
 
