@@ -331,12 +331,14 @@ def url_uses_tls(url: Secret) -> bool:
 
 def separate_counters_redis(main: RedisSettings, url: Secret | None) -> RedisSettings | None:
     """The Redis the rate-limit counters live in when GATEWAY_RATE_LIMIT_REDIS_URL names one
-    other than `main`: a standalone server reached by that URL (credentials only from the URL),
-    with the pool, deadline and breaker settings of `main`. None: the counters share `main`."""
+    other than `main`: a standalone server reached by that URL, with the pool, deadline,
+    breaker and TLS-file settings of `main`. Credentials in the URL win; without them,
+    REDIS_USERNAME/REDIS_PASSWORD apply (so the password need not sit in a URL).
+    None: the counters share `main`."""
     if url is None or (main.url is not None and main.url == url and main.mode == "standalone"):
         return None
     return replace(
-        main, url=url, host=None, port=6379, username=None, password=None, db=0,
+        main, url=url, host=None, port=6379, db=0,
         tls=url_uses_tls(url), mode="standalone", sentinels=(), sentinel_tls=None,
         origin="GATEWAY_RATE_LIMIT_REDIS_URL",
     )
