@@ -48,7 +48,8 @@ def admin_routes(runtime: Runtime, extra: Sequence[BaseRoute] = ()) -> list[Base
         for label, field in (("redis", "redis"), ("counters redis", "counters_redis")):
             found = runtime.redis_verdicts.get(label)
             if found is not None:
-                body[f"{field}_version"] = f"{found.product} {found.version}"
+                body[f"{field}_server"] = found.product
+                body[f"{field}_version"] = found.version
                 body[f"{field}_security"] = found.security
         if runtime.limiter is not None and runtime.limiter.degraded:
             body["rate_limit"] = runtime.limiter.degraded
