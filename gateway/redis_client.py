@@ -26,7 +26,8 @@ from gateway.batching import AutoPipeline, CircuitBreaker
 from gateway.config import RedisSettings
 
 RedisClient = Redis | RedisCluster
-_USERINFO = re.compile(r"(?<=://)[^@/]*@")
+_USERINFO = re.compile(r"(?<=://)[^@/\s]*@")
+_REDIS_URL = re.compile(r"(?:rediss?|unix)://[^\s'\"<>]+", re.IGNORECASE)
 
 
 def _common(settings: RedisSettings) -> dict[str, Any]:
@@ -125,9 +126,9 @@ def redact_url(url: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    """Any `scheme://user:password@` in free text (an exception message) with its user-info
-    cut out."""
-    return _USERINFO.sub("", text)
+    """Free text (an exception message) with every Redis URL redacted (`redact_url`) and any
+    other `scheme://user:password@` cut to `scheme://`."""
+    return _USERINFO.sub("", _REDIS_URL.sub(lambda m: redact_url(m.group(0)), text))
 
 
 def describe(settings: RedisSettings) -> str:
