@@ -30,6 +30,7 @@ from gateway.ratelimit.limiter import RedisLimiter
 from gateway.ratelimit.middleware import RateLimitMiddleware
 from gateway.ratelimit.policy import compile_policies
 from gateway.redis_client import create_pipeline, create_redis, describe
+from gateway.redis_status import check_redis_versions
 from gateway.runtime import Runtime
 from gateway.upstream import AiohttpUpstream
 
@@ -121,20 +122,33 @@ async def _open(runtime: Runtime) -> None:
         log.info("using redis at %s", describe(settings.redis))
     else:
         runtime.cache_store = MemoryCacheStore(max_bytes=settings.cache_memory_bytes)
-        # runtime.limiter stays None: the rate-limit layer then counts in-process.
+        # runtime.limiter stays None (unless the counters have their own Redis, below): the
+        # rate-limit layer then counts in-process.
         log.warning(
             "no Redis configured: using the embedded in-process store; "
             "cache and rate limits are per process"
         )
+    counters = settings.counters_redis
+    if counters is not None:
+        # The counters on their own Redis (noeviction): cache writes can never evict them. Its
+        # own pool, deadline and breaker; the cache lookup and the decision then leave in two
+        # flushes that run side by side (two parallel waits, not one after the other).
+        runtime.counters_redis = create_redis(counters)
+        runtime.counters_pipeline = create_pipeline(runtime.counters_redis, counters)
+        runtime.limiter = RedisLimiter(runtime.counters_pipeline)
+        log.info("rate-limit counters in redis at %s", describe(counters))
+    await check_redis_versions(runtime)
 
 
 async def _close(runtime: Runtime) -> None:
     if runtime.opened:
         await runtime.upstream.aclose()
-    if runtime.pipeline is not None:
-        await runtime.pipeline.aclose()
-    if runtime.redis is not None:
-        await runtime.redis.aclose()
+    for pipeline in (runtime.pipeline, runtime.counters_pipeline):
+        if pipeline is not None:
+            await pipeline.aclose()
+    for client in (runtime.redis, runtime.counters_redis):
+        if client is not None:
+            await client.aclose()
 
 
 def validate(settings: Settings) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from typing import Any
 
-from gateway.config import Secret, Settings
+from gateway.config import RedisSettings, Secret, Settings
 from gateway.environment import settings_from_env
 from gateway.errors import ConfigError
 
@@ -65,23 +65,38 @@ def check_config(settings: Settings) -> int:
     import json
 
     print(json.dumps(_redacted(settings), indent=2))
-    if settings.redis.configured:
-        from gateway.redis_client import create_redis, describe
-
-        async def ping() -> bool:
-            client = create_redis(settings.redis)
-            try:
-                return bool(await asyncio.wait_for(client.ping(), timeout=2))
-            except Exception:
-                return False
-            finally:
-                await client.aclose()
-
-        ok = asyncio.run(ping())
-        print(f"redis {describe(settings.redis)}: {'reachable' if ok else 'NOT reachable'}")
-    else:
+    targets = [("redis", settings.redis)] if settings.redis.configured else []
+    if settings.counters_redis is not None:
+        targets.append(("counters redis", settings.counters_redis))
+    if not settings.redis.configured:
         print("redis: not configured (embedded in-process store)")
+    for label, redis_settings in targets:
+        print(f"{label} {_probe(redis_settings)}")
     return 0
+
+
+def _probe(redis_settings: RedisSettings) -> str:
+    """Reachability and version of one Redis, as one line that never holds a credential."""
+    from gateway.redis_client import create_redis, describe, redact_text, server_infos
+    from gateway.redis_version import verdict
+
+    async def ask() -> str:
+        client = create_redis(redis_settings)
+        try:
+            try:
+                await asyncio.wait_for(client.ping(), timeout=2)
+            except Exception as exc:
+                return f"NOT reachable ({type(exc).__name__}: {redact_text(str(exc))[:200]})"
+            try:
+                verdicts = [verdict(info) for info in await server_infos(client, 2)]
+            except Exception as exc:
+                return f"reachable, version unknown ({type(exc).__name__})"
+        finally:
+            await client.aclose()
+        worst = next((v for v in verdicts if v.vulnerable), verdicts[0])
+        return f"reachable, {worst.product} {worst.version}, security: {worst.security}"
+
+    return f"{describe(redis_settings)}: {asyncio.run(ask())}"
 
 
 def serve(settings: Settings) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -343,6 +343,12 @@ class Route:
     # Forwarding/override fields (lowercase names) this route passes on from any client.
     forward_headers: frozenset[str] = frozenset()
     allow_trace: bool = False  # TRACE/TRACK reach this route's upstream instead of a 405
+    # More limit sets decided with `rate_limit` in one atomic step (routes file: a list).
+    more_rate_limits: tuple[RateLimitSettings, ...] = ()
+
+    @property
+    def rate_limit_sets(self) -> tuple[RateLimitSettings, ...]:
+        return (self.rate_limit, *self.more_rate_limits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,10 +368,46 @@ class RedisSettings:
     command_timeout: float = env("REDIS_COMMAND_TIMEOUT", parse_timeout, 0.25)
     breaker_threshold: int = env("REDIS_BREAKER_THRESHOLD", parse_positive_int, 3)
     breaker_cooldown: float = env("REDIS_BREAKER_COOLDOWN", parse_timeout, 2.0)
+    # None: the same as the data connections (REDIS_TLS, or a rediss:// REDIS_URL).
+    sentinel_tls: bool | None = env("REDIS_SENTINEL_TLS", parse_bool, None)
+    # TLS trust and client identity; empty: the system's CA store, no client certificate.
+    tls_ca_file: str | None = env("REDIS_TLS_CA_FILE", parse_text, None)
+    tls_cert_file: str | None = env("REDIS_TLS_CERT_FILE", parse_text, None)
+    tls_key_file: str | None = env("REDIS_TLS_KEY_FILE", parse_text, None)
+    #: Where an error or log line names these settings ("REDIS" or the counters' variable).
+    origin: str = "REDIS"
 
     @property
     def configured(self) -> bool:
         return bool(self.url or self.host or self.sentinels)
+
+    @property
+    def data_tls(self) -> bool:
+        """Whether connections to the data nodes use TLS (REDIS_TLS or a rediss:// URL)."""
+        return self.tls or (self.url is not None and url_uses_tls(self.url))
+
+    @property
+    def sentinels_use_tls(self) -> bool:
+        return self.data_tls if self.sentinel_tls is None else self.sentinel_tls
+
+
+def url_uses_tls(url: Secret) -> bool:
+    return url.get_secret_value().strip().lower().startswith("rediss://")
+
+
+def separate_counters_redis(main: RedisSettings, url: Secret | None) -> RedisSettings | None:
+    """The Redis the rate-limit counters live in when GATEWAY_RATE_LIMIT_REDIS_URL names one
+    other than `main`: a standalone server reached by that URL, with the pool, deadline,
+    breaker and TLS-file settings of `main`. Credentials in the URL win; without them,
+    REDIS_USERNAME/REDIS_PASSWORD apply (so the password need not sit in a URL).
+    None: the counters share `main`."""
+    if url is None or (main.url is not None and main.url == url and main.mode == "standalone"):
+        return None
+    return replace(
+        main, url=url, host=None, port=6379, db=0,
+        tls=url_uses_tls(url), mode="standalone", sentinels=(), sentinel_tls=None,
+        origin="GATEWAY_RATE_LIMIT_REDIS_URL",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,3 +457,18 @@ class Settings:
     cache_tee_bytes: int = env("GATEWAY_CACHE_TEE_BYTES", parse_positive_int, 64 * MiB)
     redis: RedisSettings = field(default_factory=RedisSettings)
     edge: EdgeSettings = field(default_factory=EdgeSettings)
+    # A second Redis for the rate-limit counters (noeviction), so cache writes never evict them.
+    rate_limit_redis_url: Secret | None = env(
+        "GATEWAY_RATE_LIMIT_REDIS_URL", parse_redis_url, None
+    )
+    # A per-client-IP limit added to every route's own limit sets ("" = none).
+    rate_limit_ip_ceiling: str = env("GATEWAY_RATE_LIMIT_IP_CEILING", parse_text, "")
+    metrics_token: Secret | None = env("GATEWAY_METRICS_TOKEN", parse_token, None)
+    # Failed admin-token attempts per client and minute before that client gets 429s.
+    admin_auth_failures: int = env("GATEWAY_ADMIN_AUTH_FAILURES", parse_positive_int, 5)
+    admin_auth_lockout: float = env("GATEWAY_ADMIN_AUTH_LOCKOUT", parse_timeout, 300.0)
+
+    @property
+    def counters_redis(self) -> RedisSettings | None:
+        """The counters' own Redis, or None when they share `redis` (or the memory store)."""
+        return separate_counters_redis(self.redis, self.rate_limit_redis_url)

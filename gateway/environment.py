@@ -87,6 +87,12 @@ def _redis(environ: Mapping[str, str]) -> RedisSettings:
         # Never a silent downgrade: the URL's scheme decides TLS, and the two disagree.
         raise ConfigError("REDIS_TLS", "is true but REDIS_URL is redis:// (plaintext); "
                           "use a rediss:// URL")
+    if redis.mode == "sentinel" and redis.data_tls and not redis.sentinels_use_tls and (
+        redis.password is not None
+    ):
+        # Sentinels are sent the same AUTH: over plaintext it would undo the data nodes' TLS.
+        raise ConfigError("REDIS_SENTINEL_TLS", "is false while the data connections use TLS: "
+                          "REDIS_PASSWORD would cross the network in plaintext")
     return redis
 
 

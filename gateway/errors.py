@@ -57,6 +57,10 @@ class NotImplementedByGateway(GatewayError):
     status, title = 501, "Not Implemented"
 
 
+class TooManyRequests(GatewayError):
+    status, title = 429, "Too Many Requests"
+
+
 class BadGateway(GatewayError):
     status, title = 502, "Bad Gateway"
 

@@ -3,14 +3,22 @@
 Defaults are chosen for a request path, not a batch job: a Redis that hangs must cost a request
 a fraction of a second (then the circuit breaker takes over), never the 30 s connect / 5 s
 command timeouts common in application clients.
+
+TLS: the data connections use TLS with REDIS_TLS=true or a rediss:// URL; Sentinel connections
+follow them unless REDIS_SENTINEL_TLS says otherwise, since a Sentinel is sent the same AUTH.
+Addresses are printed only through `describe`/`redact_url`, which never show a credential.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster, Sentinel
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -18,6 +26,8 @@ from gateway.batching import AutoPipeline, CircuitBreaker
 from gateway.config import RedisSettings
 
 RedisClient = Redis | RedisCluster
+_USERINFO = re.compile(r"(?<=://)[^@/\s]*@")
+_REDIS_URL = re.compile(r"(?:rediss?|unix)://[^\s'\"<>]+", re.IGNORECASE)
 
 
 def _common(settings: RedisSettings) -> dict[str, Any]:
@@ -33,14 +43,28 @@ def _common(settings: RedisSettings) -> dict[str, Any]:
     }
 
 
+def tls_options(settings: RedisSettings) -> dict[str, Any]:
+    """redis-py's TLS keywords: verify the server (CA file or system store, hostname checked)
+    and present a client certificate when one is configured."""
+    options: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    if settings.tls_ca_file:
+        options["ssl_ca_certs"] = settings.tls_ca_file
+    if settings.tls_cert_file:
+        options["ssl_certfile"] = settings.tls_cert_file
+    if settings.tls_key_file:
+        options["ssl_keyfile"] = settings.tls_key_file
+    return options
+
+
 def create_redis(settings: RedisSettings) -> RedisClient:
     """Build the worker's client; connections open lazily, so this never blocks start-up."""
     auth: dict[str, Any] = {"username": settings.username}
     if settings.password is not None:
         auth["password"] = settings.password.get_secret_value()
+    tls = tls_options(settings) if settings.data_tls else {}
     if settings.mode == "cluster":
         url = settings.url.get_secret_value() if settings.url else None
-        cluster_kwargs = {**_common(settings), **auth, "max_connections": settings.pool_max}
+        cluster_kwargs = {**_common(settings), **auth, **tls, "max_connections": settings.pool_max}
         cluster_kwargs.pop("health_check_interval")
         if url:
             return RedisCluster.from_url(url, **cluster_kwargs)
@@ -49,11 +73,14 @@ def create_redis(settings: RedisSettings) -> RedisClient:
             **cluster_kwargs,
         )
     if settings.mode == "sentinel":
+        sentinel_tls: dict[str, Any] = {}
+        if settings.sentinels_use_tls:
+            sentinel_tls = {"ssl": True, **tls_options(settings)}
         sentinel = Sentinel(
             list(settings.sentinels),
             sentinel_kwargs={"socket_connect_timeout": settings.connect_timeout,
-                             "socket_timeout": 1.0, **auth},
-            **_common(settings), **auth, db=settings.db, ssl=settings.tls,
+                             "socket_timeout": 1.0, **auth, **sentinel_tls},
+            **_common(settings), **auth, **tls, db=settings.db, ssl=settings.data_tls,
         )
         master: Redis = sentinel.master_for(
             settings.sentinel_master, max_connections=settings.pool_max
@@ -62,7 +89,7 @@ def create_redis(settings: RedisSettings) -> RedisClient:
     if settings.url is not None:
         pool = BlockingConnectionPool.from_url(
             settings.url.get_secret_value(), max_connections=settings.pool_max,
-            timeout=settings.command_timeout, **_common(settings),
+            timeout=settings.command_timeout, **_common(settings), **tls,
             **({"password": auth["password"]} if "password" in auth else {}),
         )
     else:
@@ -71,9 +98,7 @@ def create_redis(settings: RedisSettings) -> RedisClient:
             **auth, **_common(settings),
         }
         if settings.tls:
-            from redis.asyncio.connection import SSLConnection
-
-            kwargs["connection_class"] = SSLConnection
+            kwargs.update(connection_class=SSLConnection, **tls)
         pool = BlockingConnectionPool(
             max_connections=settings.pool_max, timeout=settings.command_timeout, **kwargs
         )
@@ -85,16 +110,48 @@ def create_pipeline(client: RedisClient, settings: RedisSettings) -> AutoPipelin
     return AutoPipeline(client, timeout=settings.command_timeout, breaker=breaker)
 
 
+def redact_url(url: str) -> str:
+    """The URL without its user-info (`user:password@`) and query (which may carry options
+    such as a password too): what may be printed of a Redis URL."""
+    parts = urlsplit(url.strip())
+    if parts.scheme == "unix":
+        return f"unix://{parts.path}"
+    try:
+        host = parts.hostname or ""
+        port = parts.port or 6379
+    except ValueError:
+        return f"{parts.scheme}://<malformed>"
+    where = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{where}:{port}{parts.path}"
+
+
+def redact_text(text: str) -> str:
+    """Free text (an exception message) with every Redis URL redacted (`redact_url`) and any
+    other `scheme://user:password@` cut to `scheme://`."""
+    return _USERINFO.sub("", _REDIS_URL.sub(lambda m: redact_url(m.group(0)), text))
+
+
 def describe(settings: RedisSettings) -> str:
     """Where Redis is, for logs and check-config: never the password or a URL that may hold it."""
     if settings.mode == "sentinel":
         nodes = ",".join(f"{h}:{p}" for h, p in settings.sentinels)
-        return f"sentinel {nodes} master={settings.sentinel_master}"
+        tls = "tls" if settings.sentinels_use_tls else "plaintext"
+        return (f"sentinel {nodes} ({tls}) master={settings.sentinel_master} "
+                f"({'tls' if settings.data_tls else 'plaintext'})")
     if settings.url is not None:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(settings.url.get_secret_value())
-        where = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
-        return f"{settings.mode} {parts.scheme}://{where}"
+        return f"{settings.mode} {redact_url(settings.url.get_secret_value())}"
     scheme = "rediss" if settings.tls else "redis"
     return f"{settings.mode} {scheme}://{settings.host}:{settings.port}/{settings.db}"
+
+
+async def server_infos(client: RedisClient, timeout: float) -> list[dict[str, Any]]:
+    """`INFO server` of the server (of every Cluster node), within `timeout` seconds.
+    Raises TimeoutError or a redis error; the caller decides what an unknown version means."""
+    async with asyncio.timeout(timeout):
+        if isinstance(client, RedisCluster):
+            reply = await client.info("server", target_nodes=RedisCluster.ALL_NODES)
+        else:
+            reply = await client.info("server")
+    if isinstance(reply, dict) and reply and all(isinstance(v, dict) for v in reply.values()):
+        return [dict(v) for v in reply.values()]  # per node
+    return [dict(reply)]

@@ -93,13 +93,15 @@ def _route(
     urls: list[Any] = upstream if isinstance(upstream, list) else [upstream]
     if not urls or any(not isinstance(u, str) for u in urls):
         raise ConfigError(f"{where}.upstream", "expected a URL or a list of URLs")
+    first, *more = _rate_limit_sets(f"{where}.rate_limit", rate_limit, item.get("rate_limit"))
     return Route(
         name=str(item.get("name") or prefix),
         prefix=prefix,
         upstreams=tuple(parse_upstream_url(f"{where}.upstream", u) for u in urls),
         strip_prefix=parse_bool(f"{where}.strip_prefix", _text(item.get("strip_prefix", False))),
         cache=_overlay(f"{where}.cache", cache, item.get("cache")),
-        rate_limit=_overlay(f"{where}.rate_limit", rate_limit, item.get("rate_limit")),
+        rate_limit=first,
+        more_rate_limits=tuple(more),
         forward_headers=_header_names(f"{where}.forward_headers", item.get("forward_headers", [])),
         allow_trace=parse_bool(f"{where}.allow_trace", _text(item.get("allow_trace", False))),
     )
@@ -117,6 +119,29 @@ def _header_names(where: str, value: Any) -> frozenset[str]:
             raise ConfigError(where, f"{item!r} is set by the gateway itself or is hop-by-hop")
         names.add(name)
     return frozenset(names)
+
+
+def _rate_limit_sets(where: str, base: RateLimitSettings, section: Any) -> list[RateLimitSettings]:
+    """`rate_limit:` as one mapping (one set) or a list of mappings (several sets, decided
+    together). In a list every set names its `limits` and its `policy` explicitly: inheriting
+    the global limits twice, or two sets sharing a name (and so their counters), is a mistake."""
+    if not isinstance(section, list):
+        return [_overlay(where, base, section)]
+    if not section:
+        raise ConfigError(where, "an empty list: give one or more limit sets")
+    sets: list[RateLimitSettings] = []
+    for i, item in enumerate(section):
+        here = f"{where}[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(here, "expected a mapping")
+        for required in ("limits", "policy"):
+            if required not in item:
+                raise ConfigError(f"{here}.{required}", "is required for each set of a list")
+        sets.append(_overlay(here, base, item))
+    names = [s.policy for s in sets]
+    if len(set(names)) != len(names):
+        raise ConfigError(where, "two limit sets share a policy name")
+    return sets
 
 
 def _text(value: Any) -> str:

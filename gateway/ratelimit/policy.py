@@ -14,13 +14,13 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Final, Literal, cast
 
 import limits
 
-from gateway.config import RateLimitSettings, Settings
+from gateway.config import RateLimitSettings, Route, Settings
 from gateway.errors import ConfigError
 from gateway.http.headers import get
 from gateway.http.identity import client_group
@@ -58,6 +58,17 @@ class LimitState:
     remaining: int
     reset_ms: int  # until more quota becomes available (0: the quota is full)
     retry_ms: int  # until this request's cost would fit (0: it fits now)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One limit set applied to one request: whose counters, which limits, at what cost."""
+
+    identity: str
+    limits: tuple[Limit, ...]
+    strategy: Strategy
+    cost: int
+    enforce: bool = True  # False: a shadow set, counted but never refusing
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,17 +187,145 @@ def compile_policy(settings: RateLimitSettings, variable: str) -> RatePolicy | N
     )
 
 
-def compile_policies(settings: Settings) -> dict[str, RatePolicy | None]:
-    """Every route's policy by route name; raises ConfigError naming the setting at fault.
+CEILING_NAME = "ip-ceiling"
+CEILING_VARIABLE = "GATEWAY_RATE_LIMIT_IP_CEILING"
+_FAIL_ORDER: Final[dict[str, int]] = {"open": 0, "local": 1, "closed": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class RouteLimits:
+    """A route's limit sets, decided together in one atomic step.
+
+    With one set its keys carry the client's own hash tag (clients spread over a Cluster).
+    With several, every key carries `tag` (derived from the route): one script may only
+    touch one Cluster slot, so a route's multi-set counters live on one shard.
+    """
+
+    sets: tuple[RatePolicy, ...]
+    tag: str
+    fail_mode: FailMode  # the strictest of the sets': a protection is never weakened
+    legacy_headers: bool
+
+    @property
+    def single(self) -> RatePolicy | None:
+        return self.sets[0] if len(self.sets) == 1 else None
+
+
+def compile_route(route: Route, settings: Settings) -> RouteLimits | None:
+    """A route's sets: its own (`rate_limit`, more from a routes-file list) and the IP ceiling
+    (GATEWAY_RATE_LIMIT_IP_CEILING), which every route gets in addition."""
+    sets: list[RatePolicy] = []
+    own = route.rate_limit_sets
+    for i, rl in enumerate(own):
+        if len(own) == 1:
+            variable = ("GATEWAY_RATE_LIMIT" if rl == settings.rate_limit
+                        else f"routes[{route.name}].rate_limit")
+        else:
+            variable = f"routes[{route.name}].rate_limit[{i}]"
+        compiled = compile_policy(rl, variable)
+        if compiled is not None:
+            sets.append(compiled)
+    if settings.rate_limit_ip_ceiling:
+        sets.append(_ceiling(route, settings))
+    if not sets:
+        return None
+    names = [item for s in sets for item in s.items]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"routes[{route.name}].rate_limit",
+                          "every limit set of a route needs its own policy name")
+    fail_mode = max((s.fail_mode for s in sets), key=_FAIL_ORDER.__getitem__)
+    tag = f"route={route.name}"
+    return RouteLimits(
+        sets=tuple(sets), tag=tag if _PLAIN.fullmatch(tag) else f"#{_digest(tag)}",
+        fail_mode=fail_mode, legacy_headers=any(s.legacy_headers for s in sets),
+    )
+
+
+def _ceiling(route: Route, settings: Settings) -> RatePolicy:
+    """The per-IP ceiling on `route`: counted per client address (IPv6 by /64) and route, one
+    unit per request whatever the route's costs, exempting only the route's exempt networks
+    (an exempt header value must not lift a ceiling meant for clients that invent keys)."""
+    base = settings.rate_limit
+    ceiling = RateLimitSettings(
+        limits=settings.rate_limit_ip_ceiling, key="ip+route", strategy=base.strategy,
+        fail_mode=base.fail_mode, exempt=route.rate_limit.exempt, policy=CEILING_NAME,
+        legacy_headers=base.legacy_headers,
+    )
+    compiled = compile_policy(ceiling, CEILING_VARIABLE)
+    assert compiled is not None  # the variable is non-empty here
+    return replace(compiled, exempt_values=frozenset())
+
+
+def compile_policies(settings: Settings) -> dict[str, RouteLimits | None]:
+    """Every route's limit sets by route name; raises ConfigError naming the setting at fault.
     Call it at start-up (and in check-config) so a bad limit never waits for a request."""
-    return {
-        route.name: compile_policy(
-            route.rate_limit,
-            "GATEWAY_RATE_LIMIT" if route.rate_limit == settings.rate_limit
-            else f"routes[{route.name}].rate_limit",
-        )
-        for route in settings.routes
-    }
+    if settings.rate_limit_ip_ceiling and not parse_limits(
+        settings.rate_limit_ip_ceiling, settings.rate_limit.strategy, CEILING_VARIABLE
+    ):
+        raise ConfigError(CEILING_VARIABLE, "expected a rate limit such as 1000/minute")
+    return {route.name: compile_route(route, settings) for route in settings.routes}
+
+
+def several_response_headers(sets: Sequence[RatePolicy], decision: Decision) -> RawHeaders:
+    """Fields for an admitted request decided over several sets: every enforced set's limits
+    in RateLimit-Policy and RateLimit, the tightest of them in the legacy trio."""
+    pairs = _enforced(sets, decision)
+    if not pairs:
+        return []
+    policy = ", ".join(s.policy_header.decode() for s in sets if not s.shadow)
+    ratelimit = ", ".join(
+        f"{_sf_string(item)};r={st.remaining};t={_seconds(st.reset_ms)}" for item, st in pairs
+    )
+    headers = [(b"ratelimit-policy", policy.encode()), (b"ratelimit", ratelimit.encode())]
+    if any(s.legacy_headers for s in sets):
+        tightest = min((st for _, st in pairs), key=lambda st: (st.remaining, -st.reset_ms))
+        headers += _legacy(tightest, tightest.reset_ms)
+    return headers
+
+
+def several_rejection_headers(sets: Sequence[RatePolicy], decision: Decision) -> RawHeaders:
+    """Fields for a 429 decided over several sets: only the refusing (enforced) limits in
+    RateLimit, each `t` no later than `Retry-After`; every enforced set in RateLimit-Policy."""
+    refused = [(item, st) for item, st in _enforced(sets, decision) if st.retry_ms]
+    policy = ", ".join(s.policy_header.decode() for s in sets if not s.shadow)
+    ratelimit = ", ".join(
+        f"{_sf_string(item)};r={st.remaining};t={_seconds(st.retry_ms)}" for item, st in refused
+    )
+    retry_ms = max((st.retry_ms for _, st in refused), default=0)
+    headers = [
+        (b"ratelimit-policy", policy.encode()),
+        (b"ratelimit", ratelimit.encode()),
+        (b"retry-after", str(max(1, _seconds(retry_ms))).encode()),
+    ]
+    if refused and any(s.legacy_headers for s in sets):
+        binding = max((st for _, st in refused), key=lambda st: st.retry_ms)
+        headers += _legacy(binding, binding.retry_ms)
+    return headers
+
+
+def several_violated(
+    sets: Sequence[RatePolicy], decision: Decision, *, shadow: bool
+) -> list[str]:
+    """Names of the limits (of enforced sets, or of shadow sets) that had no room."""
+    names: list[str] = []
+    i = 0
+    for s in sets:
+        for item in s.items:
+            if s.shadow == shadow and decision.states[i].retry_ms:
+                names.append(item)
+            i += 1
+    return names
+
+
+def _enforced(sets: Sequence[RatePolicy], decision: Decision) -> list[tuple[str, LimitState]]:
+    pairs: list[tuple[str, LimitState]] = []
+    i = 0
+    for s in sets:
+        for item in s.items:
+            if not s.shadow:
+                pairs.append((item, decision.states[i]))
+            i += 1
+    return pairs
 
 
 def response_headers(policy: RatePolicy, decision: Decision) -> RawHeaders:

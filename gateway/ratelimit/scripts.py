@@ -14,10 +14,14 @@ Strategies (all times are integers: windows in ms, gcra in µs):
   A request costing n fits when TAT + n*T - burst*T <= now.
 
 KEYS: one counter per limit, all in one hash slot (`{...}` tag), so it runs on Redis Cluster.
-ARGV: strategy, now in µs ("" = Redis TIME; tests pin it), cost, charge_rejected (0/1), then
-per limit: amount, window_ms, emission_us, burst.
-Reply: {allowed, then per limit: remaining, reset_ms, retry_ms}. Every key written gets an
-expiry, and rejected requests are not charged unless charge_rejected is 1.
+Several limit sets of one request (a per-IP ceiling and a per-API-key quota) are simply more
+keys: they are decided and charged together, atomically, in the same call.
+ARGV: now in µs ("" = Redis TIME; tests pin it), charge_rejected (0/1), then per key: strategy,
+cost, enforce (1; 0 = shadow: counted, never refusing), amount, window_ms, emission_us, burst.
+Reply: {allowed, then per limit: remaining, reset_ms, retry_ms}. The request is allowed when
+every enforced limit has room; then every limit with room is charged its cost (an enforced one
+always has). Every key written gets an expiry, and rejected requests are not charged unless
+charge_rejected is 1.
 """
 
 from __future__ import annotations
@@ -25,16 +29,15 @@ from __future__ import annotations
 from typing import Final
 
 SOURCE: Final = r"""
-local strategy = ARGV[1]
 local now_us
-if ARGV[2] == '' then
+if ARGV[1] == '' then
   local t = redis.call('TIME')
   now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 else
-  now_us = tonumber(ARGV[2])
+  now_us = tonumber(ARGV[1])
 end
 local now = math.floor(now_us / 1000)
-local cost = tonumber(ARGV[3])
+local charge_rejected = ARGV[2] == '1'
 
 -- Milliseconds from offset r of the current window until floor(p*(w-r)/w) + c <= room.
 local function sliding_wait(p, c, r, w, room)
@@ -55,9 +58,12 @@ end
 local states = {}
 local allowed = true
 for i = 1, #KEYS do
-  local base = 4 + (i - 1) * 4
-  local s = {amount = tonumber(ARGV[base + 1]), w = tonumber(ARGV[base + 2]),
-             T = tonumber(ARGV[base + 3]), B = tonumber(ARGV[base + 4])}
+  local base = 2 + (i - 1) * 7
+  local s = {strategy = ARGV[base + 1], cost = tonumber(ARGV[base + 2]),
+             enforce = ARGV[base + 3] == '1', amount = tonumber(ARGV[base + 4]),
+             w = tonumber(ARGV[base + 5]), T = tonumber(ARGV[base + 6]),
+             B = tonumber(ARGV[base + 7])}
+  local strategy, cost = s.strategy, s.cost
   if strategy == 'sliding' then
     local idx = math.floor(now / s.w)
     local h = redis.call('HMGET', KEYS[i], 'i', 'p', 'c')
@@ -80,14 +86,15 @@ for i = 1, #KEYS do
     s.tat, s.tau = tat, s.T * s.B
     s.fits = tat + cost * s.T - s.tau <= now_us
   end
-  allowed = allowed and s.fits
+  if s.enforce then allowed = allowed and s.fits end
   states[i] = s
 end
 
-local charge = cost > 0 and (allowed or ARGV[4] == '1')
 local reply = {allowed and 1 or 0}
 for i, s in ipairs(states) do
   local remaining, reset, retry
+  local strategy, cost = s.strategy, s.cost
+  local charge = cost > 0 and ((allowed and s.fits) or charge_rejected)
   if strategy == 'sliding' then
     if charge then
       s.c = s.c + cost

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from gateway import config
+from gateway.admin_auth import AdminGuard
 from gateway.batching import AutoPipeline
 from gateway.cache.memory_store import MemoryCacheStore
 from gateway.cache.purge import purge_endpoint
@@ -31,6 +32,7 @@ KEYS = ["/items?page=1|http|a.test|shop", "/items?page=1|http|b.test|shop",
 class Runtime:
     settings: Settings
     cache_store: CacheStore | None
+    admin_guard: AdminGuard = field(default_factory=AdminGuard)
 
 
 def client_for(runtime: Runtime) -> httpx.AsyncClient:

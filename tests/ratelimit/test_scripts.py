@@ -21,9 +21,9 @@ async def client(redis_server: RedisServer, redis_url: str) -> AsyncIterator[Red
 
 async def run(client: Redis, strategy: Strategy, text: str, cost: int) -> list[int]:
     parsed = parse_limits(text, strategy, "test")
-    args: list[str | int] = [strategy, "", cost, 0]
+    args: list[str | int] = ["", 0]
     for lim in parsed:
-        args += [lim.amount, lim.period * 1000, emission_us(lim), lim.burst]
+        args += [strategy, cost, 1, lim.amount, lim.period * 1000, emission_us(lim), lim.burst]
     keys = counter_keys("c", parsed, strategy)
     return [int(v) for v in await client.eval(SOURCE, len(keys), *keys, *args)]
 

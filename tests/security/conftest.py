@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
+# The end-to-end fixtures (a recording upstream, gateway processes), for the Redis/limit tests.
+from tests.e2e.conftest import gateway_factory, upstream, upstream_server
 from tests.security.upstreams import Canary, RawRecorder
 from tests.support.gateway_process import GatewayProcess
 
 pytestmark = pytest.mark.e2e
 
 StartGateway = Callable[..., GatewayProcess]
+__all__ = ["gateway_factory", "upstream", "upstream_server"]
 
 
 @pytest.fixture(scope="session")
