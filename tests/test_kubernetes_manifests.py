@@ -95,14 +95,25 @@ def render(base: Path) -> list[Obj]:
     for name in spec["resources"]:
         objects += [doc for doc in yaml.safe_load_all((base / name).read_text()) if doc]
     for generator in spec.get("configMapGenerator", []):
-        objects.append({"apiVersion": "v1", "kind": "ConfigMap",
-                        "metadata": {"name": generator["name"]},
-                        "data": generated_data(base, generator)})
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": generator["name"]},
+                "data": generated_data(base, generator),
+            }
+        )
     for generator in spec.get("secretGenerator", []):
-        data = {k: base64.b64encode(v.encode()).decode()
-                for k, v in generated_data(base, generator).items()}
-        objects.append({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                        "metadata": {"name": generator["name"]}, "data": data})
+        data = {k: base64.b64encode(v.encode()).decode() for k, v in generated_data(base, generator).items()}
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {"name": generator["name"]},
+                "data": data,
+            }
+        )
     for label in spec.get("labels", []):
         assert label.get("includeSelectors") is False, "selectors are immutable: keep them as written"
         for obj in objects:
@@ -200,7 +211,7 @@ def localised(environ: dict[str, str], mounts: dict[str, str]) -> dict[str, str]
     for key, value in environ.items():
         for mount_path, local in mounts.items():
             if value.startswith(mount_path.rstrip("/") + "/"):
-                out[key] = local + value[len(mount_path.rstrip("/")):]
+                out[key] = local + value[len(mount_path.rstrip("/")) :]
     return out
 
 
@@ -263,22 +274,31 @@ def test_every_object_is_in_a_file_of_its_own_named_after_it() -> None:
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-def test_every_object_validates_against_the_kubernetes_schemas(
-    objects: list[Obj], version: str
-) -> None:
+def test_every_object_validates_against_the_kubernetes_schemas(objects: list[Obj], version: str) -> None:
     kinds = set()
     for obj in objects:
         kubernetes_validate.validate(obj, version, strict=True)
         kinds.add(obj["kind"])
-    assert {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "ConfigMap",
-            "Secret", "StatefulSet", "NetworkPolicy"} <= kinds
+    assert {
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "ConfigMap",
+        "Secret",
+        "StatefulSet",
+        "NetworkPolicy",
+    } <= kinds
 
 
-@pytest.mark.parametrize(("path", "value"), [
-    (("spec", "template", "spec", "containers", 0, "readinessProbes"), {}),  # misspelt field
-    (("spec", "template", "spec", "containers", 0, "ports", 0, "containerPort"), "8080"),
-    (("spec", "template", "spec", "enableServiceLinks"), "false"),  # a string, not a boolean
-])
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("spec", "template", "spec", "containers", 0, "readinessProbes"), {}),  # misspelt field
+        (("spec", "template", "spec", "containers", 0, "ports", 0, "containerPort"), "8080"),
+        (("spec", "template", "spec", "enableServiceLinks"), "false"),  # a string, not a boolean
+    ],
+)
 def test_a_misspelt_or_mistyped_field_fails_schema_validation(
     objects: list[Obj], path: tuple[str | int, ...], value: object
 ) -> None:
@@ -297,8 +317,9 @@ def test_kubectl_kustomize_renders_the_same_objects_with_every_reference_rewritt
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl not installed (the offline render above still ran)")
-    out = subprocess.run([kubectl, "kustomize", str(workdir)], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
+    out = subprocess.run(
+        [kubectl, "kustomize", str(workdir)], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     rendered = [d for d in yaml.safe_load_all(out) if d]
     hashed = {o["metadata"]["name"] for o in rendered if o["kind"] in ("ConfigMap", "Secret")}
 
@@ -312,13 +333,17 @@ def test_kubectl_kustomize_renders_the_same_objects_with_every_reference_rewritt
     generated = {unhashed(n) for n in hashed}
     assert not [r for r in references if r in generated], "a reference kustomize did not rewrite"
     for obj in rendered:
-        ours = next(o for o in objects
-                    if (o["kind"], o["metadata"]["name"]) == (obj["kind"], unhashed(obj["metadata"]["name"])))
+        ours = next(
+            o
+            for o in objects
+            if (o["kind"], o["metadata"]["name"]) == (obj["kind"], unhashed(obj["metadata"]["name"]))
+        )
         if obj["kind"] == "ConfigMap":
             assert obj["data"] == ours["data"], obj["metadata"]["name"]
         if obj["kind"] == "Secret":  # kustomize wraps long base64 lines
             assert {k: base64.b64decode(v) for k, v in obj["data"].items()} == {
-                k: base64.b64decode(v) for k, v in ours["data"].items()}
+                k: base64.b64decode(v) for k, v in ours["data"].items()
+            }
         kubernetes_validate.validate(obj, KUBERNETES_VERSIONS[-1], strict=True)
 
 
@@ -332,8 +357,9 @@ def test_redis_config_in_the_configmap_is_the_repositorys_byte_for_byte() -> Non
 # ---- the gateway's Deployment ------------------------------------------------------------------
 
 
-def test_probes_ask_the_gateways_admin_paths_on_its_port(objects: list[Obj], workdir: Path,
-                                                         tmp_path: Path) -> None:
+def test_probes_ask_the_gateways_admin_paths_on_its_port(
+    objects: list[Obj], workdir: Path, tmp_path: Path
+) -> None:
     deployment = find(objects, "Deployment", "gateway")
     spec, main = pod_spec(deployment), container(deployment, "gateway")
     settings = settings_from_env(localised(gateway_env(objects, workdir), mount_files(objects, tmp_path)))
@@ -360,8 +386,9 @@ def test_container_port_service_and_image_agree_on_the_gateways_port(
     assert f"EXPOSE {settings.port}" in (ROOT / "Dockerfile").read_text()
     service = find(objects, "Service", "gateway")
     assert service["spec"]["type"] == "ClusterIP"
-    assert [(p["port"], named_port(pod_spec(deployment), p["targetPort"]))
-            for p in service["spec"]["ports"]] == [(80, settings.port)]
+    assert [
+        (p["port"], named_port(pod_spec(deployment), p["targetPort"])) for p in service["spec"]["ports"]
+    ] == [(80, settings.port)]
 
 
 def test_every_variable_given_to_the_gateway_is_one_it_knows(objects: list[Obj], workdir: Path) -> None:
@@ -376,15 +403,20 @@ def test_every_variable_given_to_the_gateway_is_one_it_knows(objects: list[Obj],
     unknown = names - known
     assert not unknown, f"the gateway refuses to start with {sorted(unknown)}"
     # And the whole environment parses, as the real process would parse it.
-    assert isinstance(settings_from_env(gateway_env(objects, workdir) | {
-        "GATEWAY_ROUTES_FILE": str(workdir / "routes.yaml")}), Settings)
+    assert isinstance(
+        settings_from_env(
+            gateway_env(objects, workdir) | {"GATEWAY_ROUTES_FILE": str(workdir / "routes.yaml")}
+        ),
+        Settings,
+    )
 
 
-def test_a_typo_in_the_configmap_would_stop_the_gateway_at_start_up(objects: list[Obj],
-                                                                    workdir: Path) -> None:
+def test_a_typo_in_the_configmap_would_stop_the_gateway_at_start_up(
+    objects: list[Obj], workdir: Path
+) -> None:
     environ = gateway_env(objects, workdir) | {"GATEWAY_ROUTES_FILE": str(workdir / "routes.yaml")}
     environ["GATEWAY_CACHE_TTLL"] = "60"
-    with pytest.raises(ConfigError, match="GATEWAY_CACHE_TTLL.*did you mean GATEWAY_CACHE_TTL"):
+    with pytest.raises(ConfigError, match=r"GATEWAY_CACHE_TTLL.*did you mean GATEWAY_CACHE_TTL"):
         settings_from_env(environ)
 
 
@@ -408,8 +440,7 @@ def test_secrets_are_referenced_by_name_never_written_in_a_manifest(
                     assert ref["name"] in secret_names and ref["key"] in secret["data"]
                     assert ref.get("optional") is not True, "a missing secret must stop the pod"
     main = container(find(objects, "Deployment", "gateway"), "gateway")
-    assert {v["name"] for v in main["env"] if "valueFrom" in v} == {"REDIS_PASSWORD",
-                                                                  "GATEWAY_ADMIN_TOKEN"}
+    assert {v["name"] for v in main["env"] if "valueFrom" in v} == {"REDIS_PASSWORD", "GATEWAY_ADMIN_TOKEN"}
     # The documented command made long random values, not placeholders.
     values = env_file(workdir / "secrets.env")
     assert set(values) == {"REDIS_PASSWORD", "GATEWAY_ADMIN_TOKEN"}
@@ -421,8 +452,9 @@ def test_secrets_are_referenced_by_name_never_written_in_a_manifest(
 def test_the_real_secrets_file_is_ignored_by_git() -> None:
     if not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
-    result = subprocess.run(["git", "check-ignore", "-q", "deploy/kubernetes/secrets.env"],
-                            cwd=ROOT, timeout=30, check=False)
+    result = subprocess.run(
+        ["git", "check-ignore", "-q", "deploy/kubernetes/secrets.env"], cwd=ROOT, timeout=30, check=False
+    )
     assert result.returncode == 0, "deploy/kubernetes/secrets.env would be committed"
 
 
@@ -458,8 +490,9 @@ def test_the_only_writable_paths_are_the_volumes_the_processes_write(objects: li
     redis = find(objects, "StatefulSet", "redis")
     redis_mounts = {m["mountPath"]: m["name"] for m in container(redis, "redis")["volumeMounts"]}
     assert redis_mounts[conf["dir"]] in {t["metadata"]["name"] for t in redis["spec"]["volumeClaimTemplates"]}
-    acl_volume = next(v for v in pod_spec(redis)["volumes"]
-                      if v["name"] == redis_mounts[str(Path(conf["aclfile"]).parent)])
+    acl_volume = next(
+        v for v in pod_spec(redis)["volumes"] if v["name"] == redis_mounts[str(Path(conf["aclfile"]).parent)]
+    )
     assert acl_volume["emptyDir"]["medium"] == "Memory", "the rendered ACL file stays off disk"
 
 
@@ -568,9 +601,11 @@ def test_every_container_has_requests_and_limits(objects: list[Obj]) -> None:
     main = container(find(objects, "Deployment", "gateway"), "gateway")["resources"]
     # One worker is one Python process: more than one core would never be used.
     assert quantity(main["limits"]["cpu"]) == 1
-    assert 128 * 2**20 <= quantity(main["requests"]["memory"])
-    assert quantity(main["limits"]["memory"]) >= 64 * 2**20 + Settings.__dataclass_fields__[
-        "cache_memory_bytes"].default * 2  # the embedded cache's budget, twice over
+    assert quantity(main["requests"]["memory"]) >= 128 * 2**20
+    assert (
+        quantity(main["limits"]["memory"])
+        >= 64 * 2**20 + Settings.__dataclass_fields__["cache_memory_bytes"].default * 2
+    )  # the embedded cache's budget, twice over
 
 
 def test_images_are_pinned_and_the_gateways_matches_the_package_version(objects: list[Obj]) -> None:
@@ -581,8 +616,12 @@ def test_images_are_pinned_and_the_gateways_matches_the_package_version(objects:
             name, _, tag = image.rpartition(":")
             assert name and tag and tag != "latest" and "/" not in tag, image
             assert c["imagePullPolicy"] == "IfNotPresent", image
-    gateway_images = {c["image"] for w in workloads(objects) for c in pod_spec(w)["containers"]
-                      if c["image"].startswith("gateway:")}
+    gateway_images = {
+        c["image"]
+        for w in workloads(objects)
+        for c in pod_spec(w)["containers"]
+        if c["image"].startswith("gateway:")
+    }
     assert gateway_images == {f"gateway:{gateway.__version__}"}
     redis_image = container(find(objects, "StatefulSet", "redis"), "redis")["image"]
     assert redis_image == compose["services"]["redis"]["image"]
@@ -628,8 +667,9 @@ def test_only_the_gateway_may_connect_to_redis_and_the_demo_upstream(objects: li
     pods = {w["metadata"]["name"]: w["spec"]["template"]["metadata"]["labels"] for w in workloads(objects)}
     for name in ("redis", "demo-upstream"):
         policy = find(objects, "NetworkPolicy", name)
-        guarded = [p for p, labels in pods.items()
-                   if selects(policy["spec"]["podSelector"]["matchLabels"], labels)]
+        guarded = [
+            p for p, labels in pods.items() if selects(policy["spec"]["podSelector"]["matchLabels"], labels)
+        ]
         assert guarded == [name]
         assert policy["spec"]["policyTypes"] == ["Ingress"]
         [rule] = policy["spec"]["ingress"]
@@ -686,12 +726,28 @@ def configured_redis(objects: list[Obj], tmp_path: Path) -> Iterator[tuple[int, 
     secret = find(objects, "Secret", "gateway-secrets")["data"]
     port = free_port()
     acl = tmp_path / "acl" / "users.acl"
-    env = {"PATH": "/usr/bin:/bin", "REDIS_PASSWORD": base64.b64decode(secret["REDIS_PASSWORD"]).decode(),
-           "REDIS_ACL_TEMPLATE": str(tmp_path / "users.acl.template"), "REDIS_ACL_FILE": str(acl)}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "REDIS_PASSWORD": base64.b64decode(secret["REDIS_PASSWORD"]).decode(),
+        "REDIS_ACL_TEMPLATE": str(tmp_path / "users.acl.template"),
+        "REDIS_ACL_FILE": str(acl),
+    }
     proc = subprocess.Popen(
-        ["sh", str(tmp_path / "entrypoint.sh"), binaries[0], str(tmp_path / "redis.conf"),
-         "--port", str(port), "--bind", "127.0.0.1", "--aclfile", str(acl)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "sh",
+            str(tmp_path / "entrypoint.sh"),
+            binaries[0],
+            str(tmp_path / "redis.conf"),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--aclfile",
+            str(acl),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port, proc)
@@ -708,8 +764,9 @@ def upstream() -> Iterator[RecordingUpstream]:
     server.stop()
 
 
-def deployment_process_env(objects: list[Obj], workdir: Path, tmp_path: Path, *, redis_port: int,
-                           upstream: RecordingUpstream) -> dict[str, str]:
+def deployment_process_env(
+    objects: list[Obj], workdir: Path, tmp_path: Path, *, redis_port: int, upstream: RecordingUpstream
+) -> dict[str, str]:
     """The Deployment's environment and mounted routes file; only what names cluster addresses is
     pointed at loopback (the port to bind, Redis's host and port, the route's upstream)."""
     mounts = mount_files(objects, tmp_path)
@@ -721,8 +778,11 @@ def deployment_process_env(objects: list[Obj], workdir: Path, tmp_path: Path, *,
     routes_path.write_text(yaml.safe_dump(routes))
     environ |= {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(redis_port)}
     # GatewayProcess binds 127.0.0.1 on a free port; the image's PATH and Python flags stay out.
-    return {k: v for k, v in environ.items()
-            if k not in dockerfile_env() and k not in ("GATEWAY_HOST", "GATEWAY_PORT")}
+    return {
+        k: v
+        for k, v in environ.items()
+        if k not in dockerfile_env() and k not in ("GATEWAY_HOST", "GATEWAY_PORT")
+    }
 
 
 def probe_url(gw: GatewayProcess, probe: Obj) -> str:
@@ -731,8 +791,11 @@ def probe_url(gw: GatewayProcess, probe: Obj) -> str:
 
 @pytest.mark.e2e
 def test_deployment_probes_answer_200_and_readiness_follows_redis_but_liveness_does_not(
-    objects: list[Obj], workdir: Path, tmp_path: Path,
-    configured_redis: tuple[int, subprocess.Popen[bytes]], upstream: RecordingUpstream,
+    objects: list[Obj],
+    workdir: Path,
+    tmp_path: Path,
+    configured_redis: tuple[int, subprocess.Popen[bytes]],
+    upstream: RecordingUpstream,
 ) -> None:
     redis_port, redis_proc = configured_redis
     main = container(find(objects, "Deployment", "gateway"), "gateway")
@@ -765,19 +828,24 @@ def env_secret_absent(logs: str, objects: list[Obj]) -> bool:
 
 @pytest.mark.e2e
 def test_a_request_in_flight_at_sigterm_completes_and_the_gateway_exits_within_the_grace_period(
-    objects: list[Obj], workdir: Path, tmp_path: Path,
-    configured_redis: tuple[int, subprocess.Popen[bytes]], upstream: RecordingUpstream,
+    objects: list[Obj],
+    workdir: Path,
+    tmp_path: Path,
+    configured_redis: tuple[int, subprocess.Popen[bytes]],
+    upstream: RecordingUpstream,
 ) -> None:
     spec = pod_spec(find(objects, "Deployment", "gateway"))
     pre_stop = container(find(objects, "Deployment", "gateway"), "gateway")["lifecycle"]["preStop"]
     budget = spec["terminationGracePeriodSeconds"] - pre_stop["sleep"]["seconds"]
-    environ = deployment_process_env(objects, workdir, tmp_path, redis_port=configured_redis[0],
-                                     upstream=upstream)
+    environ = deployment_process_env(
+        objects, workdir, tmp_path, redis_port=configured_redis[0], upstream=upstream
+    )
     gw = GatewayProcess(environ).start()
     try:
         answers: list[httpx.Response] = []
-        client = threading.Thread(target=lambda: answers.append(
-            httpx.get(f"{gw.url}/slow?seconds=2", timeout=30)))
+        client = threading.Thread(
+            target=lambda: answers.append(httpx.get(f"{gw.url}/slow?seconds=2", timeout=30))
+        )
         client.start()
         deadline = time.monotonic() + 10
         while not any(r.raw_path == b"/slow" for r in upstream.requests):
