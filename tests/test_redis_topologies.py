@@ -322,7 +322,9 @@ async def test_a_demoted_master_is_left_for_the_new_one(sentinel: LocalSentinel)
 # -- the factory, for each mode, from the environment --------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["standalone", "sentinel", "cluster", "cluster-url"])
+# getfixturevalue hides the topology fixtures from tier inference (tests/tiers.py): marked here.
+@pytest.mark.parametrize("mode", ["standalone", *(pytest.param(mode, marks=pytest.mark.topology)
+                                                  for mode in ("sentinel", "cluster", "cluster-url"))])
 async def test_create_redis_for_each_mode_from_the_environment(
     mode: str, request: pytest.FixtureRequest
 ) -> None:
