@@ -77,7 +77,9 @@ def create_redis(settings: RedisSettings) -> RedisClient:
         pool = BlockingConnectionPool(
             max_connections=settings.pool_max, timeout=settings.command_timeout, **kwargs
         )
-    return Redis(connection_pool=pool)
+    # from_pool: the client owns the pool, so aclose() closes its connections too (the
+    # constructor with connection_pool= leaves them open).
+    return Redis.from_pool(pool)
 
 
 def create_pipeline(client: RedisClient, settings: RedisSettings) -> AutoPipeline:
