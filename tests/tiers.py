@@ -32,8 +32,12 @@ import pytest
 TIERS = ("unit", "e2e", "topology")  # lowest to highest
 
 #: Names whose mention in a test's code puts it in a tier.
-_NAMES = {"GatewayProcess": "e2e", "LocalCluster": "topology", "LocalSentinel": "topology",
-          "SentinelProcess": "topology"}
+_NAMES = {
+    "GatewayProcess": "e2e",
+    "LocalCluster": "topology",
+    "LocalSentinel": "topology",
+    "SentinelProcess": "topology",
+}
 #: String constants (redis-server arguments) that start a topology.
 _CONSTANTS = {"--cluster-enabled": "topology", "--sentinel": "topology"}
 
