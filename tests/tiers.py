@@ -24,7 +24,7 @@ import itertools
 import os
 import sys
 import types
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -81,8 +81,20 @@ def _from_tests(obj: object) -> bool:
     return filename is not None and Path(filename).is_relative_to(TESTS)
 
 
-def tier_of_code(roots: Iterable[object]) -> str:
-    """The highest tier that these callables, and the tests' helpers they reference, name."""
+def _strings(consts: Iterable[object]) -> Iterator[str]:
+    """String constants, also inside tuples (a list literal of constants compiles to one)."""
+    for const in consts:
+        if isinstance(const, str):
+            yield const
+        elif isinstance(const, tuple | frozenset):
+            yield from _strings(const)
+
+
+def tier_of_code(roots: Iterable[object], follow: Callable[[object], bool] = _from_tests) -> str:
+    """The highest tier that these callables, and the helpers they reference, name.
+
+    Helpers are globals that `follow` accepts: by default, functions and classes in tests/.
+    """
     found = "unit"
     seen: set[int] = set()
     stack = [f for root in roots for f in _functions(root)]
@@ -97,10 +109,10 @@ def tier_of_code(roots: Iterable[object]) -> str:
                 if tier is not None and rank(tier) > rank(found):
                     found = tier
                 helper = func.__globals__.get(name)
-                if helper is not None and _from_tests(helper):
+                if helper is not None and follow(helper):
                     stack.extend(_functions(helper))
-            for const in code.co_consts:
-                tier = _CONSTANTS.get(const) if isinstance(const, str) else None
+            for const in _strings(code.co_consts):
+                tier = _CONSTANTS.get(const)
                 if tier is not None and rank(tier) > rank(found):
                     found = tier
     return found
