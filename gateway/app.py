@@ -28,7 +28,7 @@ from gateway.proxy import ProxyApp
 from gateway.ratelimit.limiter import RedisLimiter
 from gateway.ratelimit.middleware import RateLimitMiddleware
 from gateway.ratelimit.policy import compile_policies
-from gateway.redis_client import create_pipeline, create_redis, describe
+from gateway.redis_client import close_redis, create_pipeline, create_redis, describe
 from gateway.runtime import Runtime
 from gateway.upstream import AiohttpUpstream
 
@@ -123,7 +123,7 @@ async def _close(runtime: Runtime) -> None:
     if runtime.pipeline is not None:
         await runtime.pipeline.aclose()
     if runtime.redis is not None:
-        await runtime.redis.aclose()
+        await close_redis(runtime.redis)
 
 
 def validate(settings: Settings) -> None:

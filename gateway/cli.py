@@ -66,7 +66,7 @@ def check_config(settings: Settings) -> int:
 
     print(json.dumps(_redacted(settings), indent=2))
     if settings.redis.configured:
-        from gateway.redis_client import create_redis, describe
+        from gateway.redis_client import close_redis, create_redis, describe
 
         async def ping() -> bool:
             client = create_redis(settings.redis)
@@ -75,7 +75,7 @@ def check_config(settings: Settings) -> int:
             except Exception:
                 return False
             finally:
-                await client.aclose()
+                await close_redis(client)
 
         ok = asyncio.run(ping())
         print(f"redis {describe(settings.redis)}: {'reachable' if ok else 'NOT reachable'}")
