@@ -29,7 +29,7 @@ from gateway.proxy import ProxyApp
 from gateway.ratelimit.limiter import RedisLimiter
 from gateway.ratelimit.middleware import RateLimitMiddleware
 from gateway.ratelimit.policy import compile_policies
-from gateway.redis_client import create_pipeline, create_redis, describe
+from gateway.redis_client import close_redis, create_pipeline, create_redis, describe
 from gateway.redis_status import check_redis_versions
 from gateway.runtime import Runtime
 from gateway.upstream import AiohttpUpstream
@@ -148,7 +148,7 @@ async def _close(runtime: Runtime) -> None:
             await pipeline.aclose()
     for client in (runtime.redis, runtime.counters_redis):
         if client is not None:
-            await client.aclose()
+            await close_redis(client)
 
 
 def validate(settings: Settings) -> None:

@@ -77,7 +77,7 @@ def check_config(settings: Settings) -> int:
 
 def _probe(redis_settings: RedisSettings) -> str:
     """Reachability and version of one Redis, as one line that never holds a credential."""
-    from gateway.redis_client import create_redis, describe, redact_text, server_infos
+    from gateway.redis_client import close_redis, create_redis, describe, redact_text, server_infos
     from gateway.redis_version import verdict
 
     async def ask() -> str:
@@ -92,7 +92,7 @@ def _probe(redis_settings: RedisSettings) -> str:
             except Exception as exc:
                 return f"reachable, version unknown ({type(exc).__name__})"
         finally:
-            await client.aclose()
+            await close_redis(client)
         worst = next((v for v in verdicts if v.vulnerable), verdicts[0])
         return f"reachable, {worst.product} {worst.version}, security: {worst.security}"
 

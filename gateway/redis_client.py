@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster, Sentinel
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from gateway.batching import AutoPipeline, CircuitBreaker
@@ -102,7 +103,17 @@ def create_redis(settings: RedisSettings) -> RedisClient:
         pool = BlockingConnectionPool(
             max_connections=settings.pool_max, timeout=settings.command_timeout, **kwargs
         )
-    return Redis(connection_pool=pool)
+    # from_pool: the client owns the pool, so aclose() closes its connections too (the
+    # constructor with connection_pool= leaves them open).
+    return Redis.from_pool(pool)
+
+
+async def close_redis(client: RedisClient) -> None:
+    """Close the client with its pool and, in Sentinel mode, the connections to the sentinels
+    too: the client does not own those, so they stayed open after aclose()."""
+    await client.aclose()
+    if isinstance(client, Redis) and isinstance(client.connection_pool, SentinelConnectionPool):
+        await client.connection_pool.sentinel_manager.aclose()
 
 
 def create_pipeline(client: RedisClient, settings: RedisSettings) -> AutoPipeline:

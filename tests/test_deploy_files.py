@@ -484,6 +484,8 @@ def live_redis(
     finally:
         proc.terminate()
         proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def test_redis_conf_loads_with_its_settings(live_redis: tuple[int, str, str]) -> None:

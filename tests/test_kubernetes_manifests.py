@@ -126,7 +126,7 @@ def secret_command() -> str:
     blocks = re.findall(r"```sh\n(.*?)```", DOC.read_text(), re.S)
     found = [b for b in blocks if "> secrets.env" in b]
     assert len(found) == 1, "docs/kubernetes.md needs exactly one sh block writing secrets.env"
-    return found[0]
+    return str(found[0])
 
 
 @pytest.fixture(scope="module")
@@ -604,7 +604,7 @@ def test_every_container_has_requests_and_limits(objects: list[Obj]) -> None:
     assert quantity(main["requests"]["memory"]) >= 128 * 2**20
     assert (
         quantity(main["limits"]["memory"])
-        >= 64 * 2**20 + Settings.__dataclass_fields__["cache_memory_bytes"].default * 2
+        >= 64 * 2**20 + Settings.__dataclass_fields__["cache_memory_bytes"].default * 2  # type: ignore[operator]
     )  # the embedded cache's budget, twice over
 
 

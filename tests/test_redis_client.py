@@ -27,14 +27,16 @@ def test_standalone_pool_is_bounded_and_fails_fast() -> None:
 
 def test_tls_and_url_forms() -> None:
     tls = create_redis(settings(REDIS_HOST="cache", REDIS_TLS="true").redis)
-    assert tls.connection_pool.connection_class is SSLConnection
+    assert isinstance(tls, Redis) and tls.connection_pool.connection_class is SSLConnection
     url = create_redis(settings(REDIS_URL="rediss://user:pw@cache:6380/2", REDIS_POOL_MAX="5").redis)
+    assert isinstance(url, Redis)
     assert url.connection_pool.max_connections == 5
     assert url.connection_pool.connection_kwargs["port"] == 6380
 
 
 def test_sentinel_pool_honours_the_maximum() -> None:
     client = create_redis(settings(REDIS_SENTINELS="127.0.0.1:26379", REDIS_POOL_MAX="7").redis)
+    assert isinstance(client, Redis)
     assert client.connection_pool.max_connections == 7
 
 

@@ -23,7 +23,7 @@ from gateway.environment import settings_from_env
 from gateway.errors import StoreUnavailable
 from gateway.ratelimit.limiter import RedisLimiter, counter_keys
 from gateway.ratelimit.policy import parse_limits
-from gateway.redis_client import RedisClient, create_pipeline, create_redis
+from gateway.redis_client import RedisClient, close_redis, create_pipeline, create_redis
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.redis_topologies import MASTER_NAME, LocalCluster, LocalSentinel
 
@@ -47,7 +47,7 @@ async def cluster_client(cluster: LocalCluster) -> AsyncIterator[RedisClient]:
     env = {"REDIS_MODE": "cluster", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(cluster.ports[0])}
     client = create_redis(settings(env).redis)
     yield client
-    await client.aclose()
+    await close_redis(client)
 
 
 @pytest.fixture
@@ -188,7 +188,7 @@ async def test_an_unreachable_cluster_fails_fast_as_store_unavailable() -> None:
             await pipeline.execute("GET", "k")
     assert time.monotonic() - started < 5  # generous: each attempt is bounded by 0.15 s
     assert pipeline.breaker.is_open
-    await client.aclose()
+    await close_redis(client)
 
 
 # -- Cluster: the stores built on the pipeline --------------------------------------------------
@@ -248,7 +248,10 @@ async def test_sentinel_mode_discovers_and_writes_to_the_master(sentinel: LocalS
         assert master.get("where") == b"master"
     with node(sentinel.replica.port) as replica:
         _wait(lambda: replica.get("where") == b"master", 5)
-    await client.aclose()
+    with node(sentinel.sentinels[0].port) as watcher:
+        assert len(watcher.client_list()) > 1  # the gateway's discovery connection and ours
+        await close_redis(client)
+        _wait(lambda: len(watcher.client_list()) == 1, 5)  # ours only: nothing left open
 
 
 async def test_the_client_recovers_by_itself_after_a_failover(sentinel: LocalSentinel) -> None:
@@ -281,7 +284,7 @@ async def test_the_client_recovers_by_itself_after_a_failover(sentinel: LocalSen
     assert await pipeline.execute("GET", "before") == b"1"
     assert await pipeline.evalsha(INCR, ["n"], [1]) == 1  # scripts load on the new master
     assert not pipeline.breaker.is_open
-    await client.aclose()
+    await close_redis(client)
 
 
 async def test_a_demoted_master_is_left_for_the_new_one(sentinel: LocalSentinel) -> None:
@@ -316,13 +319,15 @@ async def test_a_demoted_master_is_left_for_the_new_one(sentinel: LocalSentinel)
             await asyncio.sleep(0.05)
     with node(new) as master:
         assert master.get("after") == b"2"
-    await client.aclose()
+    await close_redis(client)
 
 
 # -- the factory, for each mode, from the environment --------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["standalone", "sentinel", "cluster", "cluster-url"])
+# getfixturevalue hides the topology fixtures from tier inference (tests/tiers.py): marked here.
+@pytest.mark.parametrize("mode", ["standalone", *(pytest.param(mode, marks=pytest.mark.topology)
+                                                  for mode in ("sentinel", "cluster", "cluster-url"))])
 async def test_create_redis_for_each_mode_from_the_environment(
     mode: str, request: pytest.FixtureRequest
 ) -> None:
@@ -353,7 +358,7 @@ async def test_create_redis_for_each_mode_from_the_environment(
     assert (await asyncio.gather(*futures))[50:] == [k.encode() for k in KEYS[:50]]
     assert await pipeline.execute("PING") in (True, b"PONG")
     await pipeline.aclose()
-    await client.aclose()
+    await close_redis(client)
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
+from starlette.types import Message, Receive, Scope, Send
+
 from gateway.cache.directives import format_http_date
 from gateway.cache.memory_store import MemoryCacheStore
 from gateway.cache.middleware import CacheMiddleware
@@ -67,7 +69,7 @@ class Upstream:
     def calls(self) -> int:
         return len(self.seen)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         seen = Seen(scope["method"], scope["path"], scope.get("query_string", b""),
                     list(scope["headers"]))
         self.seen.append(seen)
@@ -127,10 +129,10 @@ class Gateway:
             settings=Settings(routes=tuple(self.routes), cache_tee_bytes=tee_bytes),
         )
         self.app = CacheMiddleware(self.upstream, self.runtime, clock=self.clock)  # type: ignore[arg-type]
-        self.on_message: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        self.on_message: Callable[[Message], Awaitable[None]] | None = None
 
     def scope(self, method: str = "GET", target: str = "/a", headers: Headers | None = None,
-              host: str = "example.com") -> dict[str, Any]:
+              host: str = "example.com") -> Scope:
         path, _, query = target.partition("?")
         route = next(
             (r for r in sorted(self.routes, key=lambda r: -len(r.prefix))
@@ -156,11 +158,11 @@ class Gateway:
             self.app.prefetch(scope)
         return await self.run(scope)
 
-    async def run(self, scope: dict[str, Any]) -> Response:
+    async def run(self, scope: Scope) -> Response:
         response = Response(0, [], b"", scope["gateway"])
         sent_request = False
 
-        async def receive() -> dict[str, Any]:
+        async def receive() -> Message:
             nonlocal sent_request
             if not sent_request:
                 sent_request = True
@@ -168,7 +170,7 @@ class Gateway:
             await asyncio.Event().wait()
             return {"type": "http.disconnect"}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: Message) -> None:
             if self.on_message is not None:
                 await self.on_message(message)
             if message["type"] == "http.response.start":

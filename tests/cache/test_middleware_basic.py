@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from starlette.types import Message
 
 from gateway.cache.directives import format_http_date
 from gateway.cache.store import Lookup
@@ -190,7 +191,7 @@ async def test_store_write_completes_before_the_last_byte() -> None:
     gw.upstream.reply = Reply(body=b"abcdef", chunks=3)
     found_at_last_chunk: list[bool] = []
 
-    async def on_message(message: dict[str, Any]) -> None:
+    async def on_message(message: Message) -> None:
         if message["type"] == "http.response.body" and not message.get("more_body"):
             lookup = await gw.store.lookup("/a|http|example.com|api", "")
             found_at_last_chunk.append(lookup.blob is not None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from starlette.types import Message
 
 from gateway.config import CacheSettings, Route
 from tests.cache.harness import Gateway, Reply, Seen
@@ -98,7 +99,7 @@ async def test_invalidation_happens_before_the_client_hears_the_answer() -> None
     await cached(gw, "/a")
     seen_blob: list[bool] = []
 
-    async def on_message(message: dict[str, object]) -> None:
+    async def on_message(message: Message) -> None:
         if message["type"] == "http.response.start":
             lookup = await gw.store.lookup("/a|http|example.com|api", "")
             seen_blob.append(lookup.blob is not None)

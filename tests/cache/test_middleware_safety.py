@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from starlette.types import Message
 
 from tests.cache.harness import Gateway, Reply, Seen
 
@@ -83,7 +84,7 @@ async def test_a_leader_whose_client_never_reads_does_not_hold_its_followers() -
     gw.upstream.reply = Reply(body=body, chunks=20, delay=0.05)
     stalled = asyncio.Event()
 
-    async def never_reads(message: dict[str, Any]) -> None:
+    async def never_reads(message: Message) -> None:
         if message["type"] == "http.response.body":
             stalled.set()
             await asyncio.Event().wait()  # the client's socket buffer is full, forever
@@ -109,7 +110,7 @@ async def test_the_leaders_client_hears_the_end_only_after_the_entry_is_stored()
     gw.upstream.reply = Reply(body=b"abcdef" * 1000, chunks=6)
     seen_stored: list[bool] = []
 
-    async def on_message(message: dict[str, Any]) -> None:
+    async def on_message(message: Message) -> None:
         if message["type"] == "http.response.body" and not message.get("more_body", False):
             seen_stored.append((await gw.store.lookup(*KEY)).blob is not None)
 
@@ -150,7 +151,7 @@ async def test_misses_beyond_the_budget_stream_while_others_hold_it() -> None:
     gw.upstream.reply = Reply(body=b"q" * 2000, chunks=4)
     release = asyncio.Event()
 
-    async def slow_client(message: dict[str, Any]) -> None:
+    async def slow_client(message: Message) -> None:
         if message["type"] == "http.response.body":
             await release.wait()
 

@@ -9,8 +9,6 @@ import pytest
 from tests.support.gateway_process import GatewayProcess
 from tests.support.upstream import RecordingUpstream, UpstreamServer
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture(scope="session")
 def upstream_server() -> Iterator[RecordingUpstream]:

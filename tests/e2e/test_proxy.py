@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -79,7 +80,7 @@ def test_request_body_and_headers_arrive_intact(gateway: GatewayProcess,
                                                 upstream: RecordingUpstream) -> None:
     payload = bytes(range(256)) * 1000
     response = httpx.post(f"{gateway.url}/echo", content=payload,
-                          headers={"X-Custom": "caf\u00e9 \u2713".encode()})
+                          headers={b"X-Custom": "caf\u00e9 \u2713".encode()})
     doc = response.json()
     assert doc["body_len"] == len(payload)
     seen = upstream.requests[-1]
@@ -282,7 +283,7 @@ def test_chunked_body_over_the_limit_is_413(gateway_factory: GatewayFactory,
                                             upstream: RecordingUpstream) -> None:
     gw = gateway_factory({"GATEWAY_MAX_BODY_BYTES": "100000"})
 
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks() -> Iterator[bytes]:
         for _ in range(50):
             yield b"y" * 10000
 

@@ -264,7 +264,7 @@ async def test_fail_open_admits_quickly_and_logs_once(
     assert sum(elapsed for _, elapsed, _ in results) < 2.0  # the breaker stops paying timeouts
     assert all("ratelimit" not in r.headers for _, _, r in results)
     assert len([r for r in caplog.records if r.name == "gateway.ratelimit"]) == 1
-    assert runtime.limiter.degraded
+    assert runtime.limiter is not None and runtime.limiter.degraded
     assert inner.calls == 10
 
 
@@ -299,12 +299,12 @@ async def test_counting_resumes_by_itself_when_redis_returns(
         stopped_redis, fail_mode="open", breaker=CircuitBreaker(2, 0.2)
     )
     await timed(client, 3)
-    assert runtime.limiter.degraded
+    assert runtime.limiter is not None and runtime.limiter.degraded
     stopped_redis.start()
     deadline = time.monotonic() + 5
     with caplog.at_level(logging.WARNING, logger="gateway.ratelimit"):
         while "ratelimit" not in (await client.get("/api/x")).headers:
             assert time.monotonic() < deadline, "counting did not resume"
             await asyncio.sleep(0.05)
-    assert runtime.limiter.degraded == ""
+    assert runtime.limiter is not None and runtime.limiter.degraded == ""
     assert any("again" in r.getMessage() for r in caplog.records)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -155,7 +156,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
             time.sleep(0.05)
         yield server
     finally:
-        stop_process(proc)  # type: ignore[arg-type]
+        stop_process(proc)
 
 
 class RecordingListener:
@@ -306,8 +307,8 @@ def test_sentinel_connections_use_tls_when_the_data_connections_do() -> None:
     for env, expected in (({"REDIS_TLS": "true"}, True), ({}, False), ({"REDIS_SENTINEL_TLS": "true"}, True)):
         settings = settings_from_env({**base, **env}).redis
         client = create_redis(settings)
-        pool = client.connection_pool
-        sentinel_pool = pool.sentinel_manager.sentinels[0].connection_pool  # type: ignore[attr-defined]
+        pool: Any = getattr(client, "connection_pool")  # noqa: B009  (Sentinel pool; untyped manager)
+        sentinel_pool = pool.sentinel_manager.sentinels[0].connection_pool
         assert issubclass(sentinel_pool.connection_class, SSLConnection) is expected, env
         assert "tls" in describe(settings) if expected else "plaintext" in describe(settings)
 

@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -22,6 +23,11 @@ from tests.support.redis_server import RedisServer, free_port, server_binary, st
 
 SLOTS = 16384
 MASTER_NAME = "gwmaster"
+
+
+def command(node: redis.Redis, *args: str | int) -> Any:
+    """One raw command; the reply's shape depends on the command (redis-py leaves it untyped)."""
+    return node.execute_command(*args)  # type: ignore[no-untyped-call]  # untyped in redis-py
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -80,17 +86,17 @@ class LocalCluster:
         try:
             share = SLOTS // len(clients) + 1
             for i, node in enumerate(clients):
-                node.execute_command(
-                    "CLUSTER", "ADDSLOTSRANGE", i * share, min((i + 1) * share, SLOTS) - 1
+                command(
+                    node, "CLUSTER", "ADDSLOTSRANGE", i * share, min((i + 1) * share, SLOTS) - 1
                 )
-                node.execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+                command(node, "CLUSTER", "SET-CONFIG-EPOCH", i + 1)
             for server in self.servers[1:]:
-                clients[0].execute_command("CLUSTER", "MEET", server.host, server.port)
+                command(clients[0], "CLUSTER", "MEET", server.host, server.port)
 
             def formed() -> bool:
                 return all(
-                    b"cluster_state:ok" in n.execute_command("CLUSTER", "INFO")
-                    and len(n.execute_command("CLUSTER", "NODES").splitlines()) == len(clients)
+                    b"cluster_state:ok" in command(n, "CLUSTER", "INFO")
+                    and len(command(n, "CLUSTER", "NODES").splitlines()) == len(clients)
                     for n in clients
                 )
 
