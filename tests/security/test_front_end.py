@@ -226,6 +226,7 @@ def test_head_body_is_dropped_and_the_connection_stays_in_sync(
     ]
 
 
+@pytest.mark.e2e  # runs `python -m gateway check-config` as a process
 @pytest.mark.parametrize(
     "variable,value",
     [

@@ -108,41 +108,42 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
     directory = tmp_path_factory.mktemp("tls")
     make_certificates(directory)
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            server_binary(),
-            "--port",
-            "0",
-            "--tls-port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--tls-cert-file",
-            str(directory / "server.crt"),
-            "--tls-key-file",
-            str(directory / "server.key"),
-            "--tls-ca-cert-file",
-            str(directory / "ca.crt"),
-            "--tls-auth-clients",
-            "no",
-            "--requirepass",
-            SECRET,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    with (directory / "redis.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                server_binary(),
+                "--port",
+                "0",
+                "--tls-port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--tls-cert-file",
+                str(directory / "server.crt"),
+                "--tls-key-file",
+                str(directory / "server.key"),
+                "--tls-ca-cert-file",
+                str(directory / "ca.crt"),
+                "--tls-auth-clients",
+                "no",
+                "--requirepass",
+                SECRET,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(directory),
+            ],
+            stdout=log,  # a file: a pipe nobody reads can fill up
+            stderr=subprocess.STDOUT,
+        )
     server = TlsRedis(port, str(directory / "ca.crt"), SECRET)
     try:
         deadline = time.monotonic() + 10
         while True:
             if proc.poll() is not None:
-                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+                out = (directory / "redis.log").read_text(errors="replace")
                 if "tls" in out.lower() and (
                     "not supported" in out.lower() or "bad directive" in out.lower()
                 ):
@@ -364,6 +365,7 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
+@pytest.mark.e2e  # runs `python -m gateway check-config` as a process
 def test_check_config_reports_tls_redis_version_and_never_the_password(
     tls_redis: TlsRedis,
 ) -> None:
@@ -383,6 +385,7 @@ def test_check_config_reports_tls_redis_version_and_never_the_password(
     assert "counters redis standalone rediss://127.0.0.1:1/0: NOT reachable" in out
 
 
+@pytest.mark.e2e  # runs `python -m gateway check-config` as a process
 def test_a_bad_tls_trust_store_fails_the_connection_instead_of_trusting_anyone(
     tls_redis: TlsRedis,
 ) -> None:

@@ -86,15 +86,20 @@ class RedisServer:
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 5) -> None:
-    """Terminate a child process, killing it if it does not exit within `timeout`."""
-    if proc is None or proc.poll() is not None:
+    """Terminate a child process, killing it if it does not exit within `timeout`; close its
+    pipes (an unclosed pipe is a ResourceWarning, which the suite treats as an error)."""
+    if proc is None:
         return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
 
 
 def env_without_redis() -> dict[str, str]:
