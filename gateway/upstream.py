@@ -16,9 +16,8 @@ from yarl import URL
 
 from gateway.deadlines import HeaderDeadlines, Watch
 from gateway.errors import BadGateway, GatewayTimeout
+from gateway.types import RawHeaders
 from gateway.upstream_exact import ExactUpstream
-
-RawHeaders = list[tuple[bytes, bytes]]
 
 #: Headers aiohttp would invent; the gateway forwards exactly what the client sent instead.
 _SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")

@@ -11,7 +11,7 @@ PACKAGE = Path(gateway.__file__).parent
 PURE = ["cache/policy.py", "cache/entry.py", "cache/directives.py", "cache/keys.py",
         "cache/validation.py", "ratelimit/policy.py", "http/headers.py",
         "http/identity.py", "http/paths.py", "http/host.py", "http/request.py", "routing.py",
-        "config.py", "errors.py", "redis_version.py", "admin_auth.py"]
+        "config.py", "errors.py", "redis_version.py", "admin_auth.py", "types.py"]
 FRAMEWORKS = ("starlette", "httpx", "aiohttp", "redis", "uvicorn")
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.cache.keys import url_of
 from gateway.cache.store import MISS, Lookup, Ready, key_matcher
+from gateway.types import Clock
 
-Clock = Callable[[], float]
 # Rough per-object bookkeeping cost, so that many tiny entries still count against the budget.
 _OVERHEAD = 200
 

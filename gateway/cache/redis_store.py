@@ -24,13 +24,14 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Sequence
 from typing import Any
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.batching import AutoPipeline, LuaScript
 from gateway.cache.keys import url_of
 from gateway.cache.store import MISS, Lookup, key_matcher
 from gateway.errors import StoreUnavailable
+from gateway.redis_client import RedisClient
 
 PREFIX = "gw:c2:"  # c2: escaped key fields (c1 keys joined raw fields; never read)
 _ENTRY_OPEN = PREFIX + "{"
@@ -71,7 +72,6 @@ redis.call('HSET', KEYS[1], 'purged', now[1] .. '.' .. string.format('%06d', ton
 return 1
 """
 
-RedisClient = Redis | RedisCluster
 _REDIS_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 

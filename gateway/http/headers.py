@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-RawHeaders = list[tuple[bytes, bytes]]
+from gateway.types import RawHeaders
 
 #: RFC 9110 §7.6.1 hop-by-hop fields, plus the proxy-auth pair that belongs to one hop,
 #: `proxy-connection`, a non-standard alias some clients still send, and `http2-settings`, the

@@ -19,11 +19,11 @@ from gateway.batching import AutoPipeline, LuaScript
 from gateway.errors import StoreUnavailable
 from gateway.ratelimit.policy import Check, Decision, Limit, LimitState, Strategy
 from gateway.ratelimit.scripts import SOURCE
+from gateway.types import Clock
 
 log = logging.getLogger("gateway.ratelimit")
 SCRIPT = LuaScript(SOURCE)
 KEY_PREFIX = "gw:rl1:"
-Clock = Callable[[], float]
 
 
 class Limiter(Protocol):

@@ -25,11 +25,11 @@ from gateway.errors import ConfigError
 from gateway.http.headers import get
 from gateway.http.identity import client_group
 from gateway.http.identity import is_trusted as _in_networks  # a plain membership test
+from gateway.types import RawHeaders
 
 Strategy = Literal["sliding", "fixed", "gcra"]
 FailMode = Literal["open", "closed", "local"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-RawHeaders = list[tuple[bytes, bytes]]
 
 STRATEGIES: Final[frozenset[str]] = frozenset({"sliding", "fixed", "gcra"})
 FAIL_MODES: Final[frozenset[str]] = frozenset({"open", "closed", "local"})
