@@ -31,12 +31,13 @@ from gateway.cache.store import CacheStore
 from gateway.cache.tee import Feeder, TeeBudget
 from gateway.config import CacheSettings
 from gateway.errors import StoreUnavailable
+from gateway.http.headers import HOP_BY_HOP
 from gateway.http.request import RequestInfo
 
 log = logging.getLogger("gateway.cache")
 
 #: Not stored with an entry: hop-by-hop fields, Age (recomputed, §4.2.3) and our own markers.
-NOT_STORED_FIELDS = validation.HOP_BY_HOP | {b"age", b"x-cache", b"content-length"}
+NOT_STORED_FIELDS = HOP_BY_HOP | {b"age", b"x-cache", b"content-length"}
 
 
 @dataclass(slots=True)

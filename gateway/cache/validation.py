@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from gateway.cache.directives import Headers, combined, header, parse_http_date, without
+from gateway.http.headers import HOP_BY_HOP
 
 #: RFC 9110 §13.1: request preconditions. The cache evaluates If-None-Match and
 #: If-Modified-Since itself; requests with the others are forwarded (see `CACHE_BYPASS_HEADERS`).
@@ -21,13 +22,7 @@ CACHE_BYPASS_HEADERS = frozenset({b"if-match", b"if-unmodified-since", b"if-rang
 NOT_MODIFIED_FIELDS = (
     b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary",
 )
-#: RFC 9111 §3.1-§3.2: never copied from a 304 into the stored response.
-HOP_BY_HOP = frozenset(
-    {
-        b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
-        b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization",
-    }
-)
+#: RFC 9111 §3.1-§3.2: hop-by-hop fields are never copied from a 304 into the stored response.
 #: Set-Cookie is for the client that revalidated, never for the shared entry.
 FRESHEN_EXCLUDED = HOP_BY_HOP | {
     b"content-length", b"age", b"x-cache", b"cache-status", b"set-cookie", b"set-cookie2",
