@@ -8,8 +8,9 @@ from pathlib import Path
 import gateway
 
 PACKAGE = Path(gateway.__file__).parent
-PURE = ["cache/policy.py", "cache/entry.py", "cache/directives.py", "cache/keys.py",
-        "cache/validation.py", "ratelimit/policy.py", "http/headers.py",
+PURE = ["cache/policy.py", "cache/entry.py", "cache/keys.py",
+        "cache/validation.py", "ratelimit/policy.py", "http/headers.py", "http/fields.py",
+        "http/dates.py", "http/cache_control.py",
         "http/identity.py", "http/paths.py", "http/host.py", "http/request.py", "routing.py",
         "config.py", "errors.py", "redis_version.py", "admin_auth.py", "types.py"]
 FRAMEWORKS = ("starlette", "httpx", "aiohttp", "redis", "uvicorn")

@@ -10,13 +10,13 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Scope
 
-from gateway.cache.directives import CacheControl
 from gateway.cache.entry import Entry
 from gateway.cache.exchange import Request
 from gateway.cache.revalidate import revalidate
 from gateway.cache.store import CacheStore
 from gateway.cache.tee import TeeBudget
 from gateway.errors import GatewayError, StoreUnavailable
+from gateway.http.cache_control import CacheControl
 from gateway.http.request import SCOPE_KEY, request_info
 
 log = logging.getLogger("gateway.cache")

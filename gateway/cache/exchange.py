@@ -18,21 +18,17 @@ from dataclasses import dataclass, field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.cache import policy, validation
-from gateway.cache.directives import (
-    CacheControl,
-    Headers,
-    cache_control_of,
-    format_http_date,
-    header,
-    without,
-)
 from gateway.cache.entry import Entry
 from gateway.cache.store import CacheStore
 from gateway.cache.tee import Feeder, TeeBudget
 from gateway.config import CacheSettings
 from gateway.errors import StoreUnavailable
-from gateway.http.headers import HOP_BY_HOP
+from gateway.http.cache_control import CacheControl, cache_control_of
+from gateway.http.dates import format_http_date
+from gateway.http.fields import header, without
+from gateway.http.headers import HOP_BY_HOP, connection_tokens
 from gateway.http.request import RequestInfo
+from gateway.types import Headers
 
 log = logging.getLogger("gateway.cache")
 
@@ -309,7 +305,7 @@ def build_entry(
         route_swr=settings.stale_while_revalidate, route_sie=settings.stale_if_error,
     )
     withheld = NOT_STORED_FIELDS | policy.withheld_fields(response_cc)
-    withheld |= validation.connection_named(headers)
+    withheld |= connection_tokens(headers)
     stored = without(headers, withheld)
     stored.append((b"content-length", str(len(body)).encode()))
     vary = policy.vary_names(headers)

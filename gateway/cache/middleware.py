@@ -22,8 +22,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.cache import policy, validation
 from gateway.cache.collapse import Refresher, lead_or_follow
-from gateway.cache.directives import header, parse_cache_control
-from gateway.cache.directives import header_values as _header_values
 from gateway.cache.entry import Entry, decode
 from gateway.cache.exchange import (
     Relay,
@@ -37,6 +35,9 @@ from gateway.cache.revalidate import revalidate
 from gateway.cache.store import CacheStore, Lookup
 from gateway.cache.tee import TeeBudget
 from gateway.errors import GatewayError, StoreUnavailable, send_problem
+from gateway.http.cache_control import parse_cache_control
+from gateway.http.fields import header
+from gateway.http.fields import header_values as _header_values
 from gateway.http.request import request_info
 
 if TYPE_CHECKING:

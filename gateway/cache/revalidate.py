@@ -8,7 +8,6 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.cache import policy, validation
-from gateway.cache.directives import Headers, cache_control_of, format_http_date, header, without
 from gateway.cache.entry import Entry
 from gateway.cache.exchange import (
     NOT_STORED_FIELDS,
@@ -22,7 +21,11 @@ from gateway.cache.exchange import (
 from gateway.cache.store import CacheStore
 from gateway.cache.tee import TeeBudget
 from gateway.errors import GatewayError
+from gateway.http.cache_control import cache_control_of
+from gateway.http.dates import format_http_date
+from gateway.http.fields import header, without
 from gateway.http.request import RequestInfo, request_info
+from gateway.types import Headers
 
 #: Fields of a 304 that answer the revalidating client but are never stored for others.
 _CLIENT_ONLY = frozenset({b"set-cookie", b"set-cookie2"})

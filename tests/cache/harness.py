@@ -9,10 +9,10 @@ from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
-from gateway.cache.directives import format_http_date
 from gateway.cache.memory_store import MemoryCacheStore
 from gateway.cache.middleware import CacheMiddleware
 from gateway.config import CacheSettings, Route, Settings
+from gateway.http.dates import format_http_date
 from gateway.http.request import RequestInfo
 from gateway.routing import RouteTable
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gateway.cache import validation
-from gateway.cache.directives import format_http_date
 from gateway.cache.entry import MAGIC, Entry, decode
 from gateway.cache.policy import Freshness
+from gateway.http.dates import format_http_date
 
 NOW = 1_700_000_000.0
 
