@@ -19,9 +19,10 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from gateway.errors import StoreUnavailable
+from gateway.redis_errors import REDIS_ERRORS, error_reply, unavailable
 
 log = logging.getLogger("gateway.redis")
 Arg = str | bytes | int | float
@@ -134,11 +135,9 @@ class AutoPipeline:
                     again = [(_as_eval(batch[i]), batch[i][1], None) for i in retry]
                     for i, reply in zip(retry, await self._run(again), strict=True):
                         replies[i] = reply
-        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
-            # RedisClusterException is not a RedisError: Cluster unreachable at start-up, no
-            # node for a slot, a cross-slot command. Uncaught, it cancelled every caller.
+        except REDIS_ERRORS as exc:  # uncaught, any of them would cancel every caller
             self.breaker.failure()
-            failure = StoreUnavailable(f"redis unavailable: {type(exc).__name__}")
+            failure = unavailable(exc)
             for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(failure)
@@ -153,7 +152,7 @@ class AutoPipeline:
             if future.done():
                 continue
             if isinstance(reply, ResponseError):
-                future.set_exception(StoreUnavailable(f"redis error reply: {reply}"))
+                future.set_exception(error_reply(reply))
             else:
                 future.set_result(reply)
 

@@ -25,13 +25,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Itera
 from typing import Any
 
 from redis.asyncio import RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.batching import AutoPipeline, LuaScript
 from gateway.cache.keys import url_of
 from gateway.cache.store import MISS, Lookup, key_matcher
 from gateway.errors import StoreUnavailable
 from gateway.redis_client import RedisClient
+from gateway.redis_errors import REDIS_ERRORS, unavailable
 
 PREFIX = "gw:c2:"  # c2: escaped key fields (c1 keys joined raw fields; never read)
 _ENTRY_OPEN = PREFIX + "{"
@@ -72,7 +72,6 @@ redis.call('HSET', KEYS[1], 'purged', now[1] .. '.' .. string.format('%06d', ton
 return 1
 """
 
-_REDIS_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 def _inner(key: str) -> str:
@@ -207,8 +206,8 @@ class RedisCacheStore:
             if kind == "tag":
                 return await self._purge_tag(value, soft)
             return await self._purge_scan(kind, value, soft)
-        except _REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"redis unavailable: {type(exc).__name__}") from exc
+        except REDIS_ERRORS as exc:
+            raise unavailable(exc) from exc
 
     async def _purge_scan(self, kind: str, value: str, soft: bool) -> int:
         # A shortened name holds only the first 160 characters of its key: match on those and
