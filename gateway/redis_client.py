@@ -22,7 +22,8 @@ from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from gateway.batching import AutoPipeline, CircuitBreaker
+from gateway.autopipeline import AutoPipeline
+from gateway.breaker import CircuitBreaker
 from gateway.config import RedisSettings
 
 RedisClient = Redis | RedisCluster

@@ -56,7 +56,7 @@ async def read_head(reader: asyncio.StreamReader) -> bytes:
     return await reader.readuntil(b"\r\n\r\n")
 
 
-# ---- redis-py and hiredis: gateway/batching.py (AutoPipeline._run) ----------------------------
+# ---- redis-py and hiredis: gateway/autopipeline.py (AutoPipeline._run) ----------------------------
 
 
 @pytest.fixture
@@ -77,12 +77,12 @@ async def test_redis_pool_get_connection_needs_no_command_name(pool: BlockingCon
         "redis-py",
         f"BlockingConnectionPool.get_connection() now requires {required} "
         "(redis-py 5.2.x required command_name)",
-        "gateway/batching.py AutoPipeline._run",
+        "gateway/autopipeline.py AutoPipeline._run",
     )
     conn = await pool.get_connection()
     try:
         assert isinstance(conn, Connection), moved(
-            "redis-py", "get_connection() no longer returns an asyncio Connection", "gateway/batching.py"
+            "redis-py", "get_connection() no longer returns an asyncio Connection", "gateway/autopipeline.py"
         )
     finally:
         await pool.release(conn)
@@ -102,7 +102,7 @@ async def test_redis_connection_sends_hiredis_packed_bytes_and_reads_one_reply_e
     assert replies == [b"OK", b"7"], moved(
         "redis-py",
         "Connection.send_packed_command(list of bytes) / read_response() per reply",
-        "gateway/batching.py AutoPipeline._run",
+        "gateway/autopipeline.py AutoPipeline._run",
     )
 
 
@@ -111,7 +111,7 @@ async def test_redis_read_response_with_infinite_timeout_outlasts_socket_timeout
 ) -> None:
     """The pipeline's own deadline bounds a batch; math.inf must mean "no per-read timer"."""
     assert "timeout" in inspect.signature(Connection.read_response).parameters, moved(
-        "redis-py", "Connection.read_response() lost its timeout parameter", "gateway/batching.py"
+        "redis-py", "Connection.read_response() lost its timeout parameter", "gateway/autopipeline.py"
     )
     conn = await pool.get_connection()
     try:
@@ -124,7 +124,7 @@ async def test_redis_read_response_with_infinite_timeout_outlasts_socket_timeout
     assert reply is None and time.monotonic() - started >= 0.4, moved(
         "redis-py",
         "read_response(timeout=math.inf) no longer waits past socket_timeout",
-        "gateway/batching.py AutoPipeline._run",
+        "gateway/autopipeline.py AutoPipeline._run",
     )
 
 
@@ -141,7 +141,7 @@ async def test_redis_error_reply_raises_from_read_response_and_noscript_is_a_res
     assert isinstance(caught.value, NoScriptError), moved(
         "redis-py",
         "a NOSCRIPT reply is no longer raised as NoScriptError (a ResponseError)",
-        "gateway/batching.py (script loading on first use)",
+        "gateway/autopipeline.py (script loading on first use)",
     )
 
 
@@ -149,7 +149,7 @@ async def test_redis_disconnect_takes_nowait(pool: BlockingConnectionPool) -> No
     assert "nowait" in inspect.signature(Connection.disconnect).parameters, moved(
         "redis-py",
         "Connection.disconnect(nowait=...) is gone",
-        "gateway/batching.py (dropping a half-read connection)",
+        "gateway/autopipeline.py (dropping a half-read connection)",
     )
     conn = await pool.get_connection()
     await conn.disconnect(nowait=True)
@@ -162,10 +162,10 @@ def test_redis_response_callbacks_are_keyed_by_upper_case_command(redis_url: str
     assert {"SET", "PING", "SCAN"} <= set(callbacks), moved(
         "redis-py",
         "Redis.response_callbacks is no longer keyed by upper-case command names",
-        "gateway/batching.py (reply shapes of auto-pipelined commands)",
+        "gateway/autopipeline.py (reply shapes of auto-pipelined commands)",
     )
     assert callbacks["SET"](b"OK") is True, moved(
-        "redis-py", "the SET response callback no longer turns OK into True", "gateway/batching.py"
+        "redis-py", "the SET response callback no longer turns OK into True", "gateway/autopipeline.py"
     )
 
 
@@ -174,7 +174,7 @@ def test_hiredis_packs_exactly_as_redis_py() -> None:
     assert hiredis.pack_command(args) == b"".join(Connection().pack_command(*args)), moved(
         "hiredis",
         "pack_command() output differs from redis-py's packer",
-        "gateway/batching.py AutoPipeline._run",
+        "gateway/autopipeline.py AutoPipeline._run",
     )
 
 
@@ -183,7 +183,7 @@ def test_redis_cluster_pipeline_execute_takes_raise_on_error() -> None:
     assert "raise_on_error" in params, moved(
         "redis-py",
         "ClusterPipeline.execute(raise_on_error=...) is gone",
-        "gateway/batching.py AutoPipeline._run (cluster path)",
+        "gateway/autopipeline.py AutoPipeline._run (cluster path)",
     )
 
 

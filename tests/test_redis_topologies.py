@@ -15,7 +15,7 @@ import pytest
 import redis
 from redis.asyncio import Redis, RedisCluster
 
-from gateway.batching import AutoPipeline, LuaScript
+from gateway.autopipeline import AutoPipeline, LuaScript
 from gateway.cache.redis_store import RedisCacheStore, entry_name
 from gateway.cache.store import Lookup
 from gateway.config import Settings

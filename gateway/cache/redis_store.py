@@ -26,7 +26,7 @@ from typing import Any
 
 from redis.asyncio import RedisCluster
 
-from gateway.batching import AutoPipeline, LuaScript
+from gateway.autopipeline import AutoPipeline, LuaScript
 from gateway.cache.keys import url_of
 from gateway.cache.store import MISS, Lookup, key_matcher
 from gateway.errors import StoreUnavailable

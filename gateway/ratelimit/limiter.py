@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
-from gateway.batching import AutoPipeline, LuaScript
+from gateway.autopipeline import AutoPipeline, LuaScript
 from gateway.errors import StoreUnavailable
 from gateway.ratelimit.policy import Check, Decision, Limit, LimitState, Strategy
 from gateway.ratelimit.scripts import SOURCE
