@@ -306,7 +306,7 @@ async def test_aiohttp_response_exposes_raw_headers_and_streams_undecoded_body()
     )
 
 
-# ---- httpx: gateway/upstream_exact.py ---------------------------------------------------------
+# ---- httpx: gateway/upstream_verbatim.py ---------------------------------------------------------
 
 
 async def test_httpx_transport_sends_header_bytes_verbatim_and_streams_raw() -> None:
@@ -332,7 +332,7 @@ async def test_httpx_transport_sends_header_bytes_verbatim_and_streams_raw() -> 
     assert isinstance(stream, httpx.AsyncByteStream), moved(
         "httpx",
         "transport responses no longer carry an AsyncByteStream",
-        "gateway/upstream_exact.py _ExactResponse",
+        "gateway/upstream_verbatim.py _VerbatimResponse",
     )
     received = b"".join([chunk async for chunk in stream])
     await response.aclose()
@@ -341,13 +341,13 @@ async def test_httpx_transport_sends_header_bytes_verbatim_and_streams_raw() -> 
     assert seen[0].startswith(b"GET /a%2Fb?x=%20 HTTP/1.1\r\n"), moved(
         "httpx",
         "URL.copy_with(raw_path=...) no longer sends the target byte for byte",
-        "gateway/upstream_exact.py ExactUpstream.request",
+        "gateway/upstream_verbatim.py VerbatimUpstream.request",
     )
     assert b"\r\nx-latin: caf\xe9\r\n" in seen[0], moved(
-        "httpx", "header values are no longer written as the given bytes", "gateway/upstream_exact.py"
+        "httpx", "header values are no longer written as the given bytes", "gateway/upstream_verbatim.py"
     )
     assert received == b"RAW!" and (b"Content-Encoding", b"gzip") in response.headers.raw, moved(
-        "httpx", "the transport stream or Headers.raw changed", "gateway/upstream_exact.py"
+        "httpx", "the transport stream or Headers.raw changed", "gateway/upstream_verbatim.py"
     )
 
 
@@ -373,7 +373,7 @@ async def test_httpx_per_request_timeout_extension_is_honoured() -> None:
     assert elapsed < 3, moved(
         "httpx/httpcore",
         "request.extensions['timeout'] keys connect/read/write/pool ignored",
-        "gateway/upstream_exact.py ExactUpstream",
+        "gateway/upstream_verbatim.py VerbatimUpstream",
     )
 
 
