@@ -9,15 +9,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.cache import policy, validation
 from gateway.cache.entry import Entry
-from gateway.cache.exchange import (
-    NOT_STORED_FIELDS,
-    Relay,
-    Request,
-    Settled,
-    nothing,
-    put_entry,
-    send_entry,
-)
+from gateway.cache.relay import NOT_STORED_FIELDS, Relay, Settled, nothing, put_entry
+from gateway.cache.replay import send_entry
+from gateway.cache.request import CacheRequest
 from gateway.cache.store import CacheStore
 from gateway.cache.tee import TeeBudget
 from gateway.errors import GatewayError
@@ -36,7 +30,7 @@ async def revalidate(
     scope: Scope,
     receive: Receive,
     send: Send,
-    request: Request,
+    request: CacheRequest,
     entry: Entry,
     store: CacheStore,
     clock: Callable[[], float],
@@ -103,7 +97,7 @@ async def revalidate(
 
 
 def freshened(
-    entry: Entry, not_modified: Headers, request: Request, request_time: float,
+    entry: Entry, not_modified: Headers, request: CacheRequest, request_time: float,
     response_time: float,
 ) -> Entry:
     """§4.3.4: the stored response updated with the 304's fields and its new age facts."""
@@ -126,7 +120,7 @@ def freshened(
 
 
 async def _serve_stale(
-    send: Send, request: Request, entry: Entry, now: float, upstream_status: int,
+    send: Send, request: CacheRequest, entry: Entry, now: float, upstream_status: int,
     info: RequestInfo,
 ) -> None:
     """RFC 5861 §4: answer with the stale entry instead of the origin's error."""
