@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.cache import policy, validation
 from gateway.cache.collapse import Refresher, lead_or_follow
-from gateway.cache.entry import Entry, decode
+from gateway.cache.entry import StoredResponse, decode
 from gateway.cache.invalidate import forward_invalidating
 from gateway.cache.relay import Relay, forward_bypassing
 from gateway.cache.replay import cache_headers, send_entry
@@ -148,7 +148,7 @@ class CacheMiddleware:
 
     async def _select(
         self, store: CacheStore, request: CacheRequest, lookup: Lookup, asked: str
-    ) -> tuple[Entry | None, Lookup]:
+    ) -> tuple[StoredResponse | None, Lookup]:
         """§4.1: the stored response whose Vary-selected headers match the request."""
         if lookup.vary is None:
             return None, lookup
@@ -167,7 +167,7 @@ class CacheMiddleware:
             return None, lookup  # §3.5
         return entry, lookup
 
-    async def _usable(self, store: CacheStore, request: CacheRequest) -> Entry | None:
+    async def _usable(self, store: CacheStore, request: CacheRequest) -> StoredResponse | None:
         """A stored entry that may answer ``request`` now without going upstream."""
         material = policy.variant_material(self._vary.get(request.key, ""), request.headers)
         variant = policy.variant_id(material)
@@ -190,7 +190,7 @@ class CacheMiddleware:
 
     async def _answer(
         self, scope: Scope, receive: Receive, send: Send, request: CacheRequest,
-        entry: Entry | None, lookup: Lookup,
+        entry: StoredResponse | None, lookup: Lookup,
     ) -> None:
         info = request_info(scope)
         store = self.runtime.cache_store
@@ -228,7 +228,7 @@ class CacheMiddleware:
 
     async def _forward(
         self, scope: Scope, receive: Receive, send: Send, request: CacheRequest,
-        entry: Entry | None, store: CacheStore, fwd: str,
+        entry: StoredResponse | None, store: CacheStore, fwd: str,
     ) -> None:
         """Go upstream as the collapsing leader, or wait for one (across processes). The lock is
         released as soon as the exchange will store nothing more, not when the client has been
@@ -299,7 +299,7 @@ def _bypass_reason(request: CacheRequest) -> str | None:
     return None
 
 
-def _soft_purged(entry: Entry, purged_at: float | None) -> Entry:
+def _soft_purged(entry: StoredResponse, purged_at: float | None) -> StoredResponse:
     """A soft purge marks entries stored before it stale from the purge on."""
     if purged_at is None or entry.stored_at > purged_at:
         return entry

@@ -57,7 +57,7 @@ AUTHORIZED_REUSE_DIRECTIVES = frozenset({"public", "s-maxage", "must-revalidate"
 GATEWAY_ERROR_STATUSES = frozenset({502, 504})
 PROBLEM = b"application/problem+json"
 
-#: Entry flags recorded at store time.
+#: Flags of a stored response, recorded at store time.
 FLAG_NO_CACHE = 1  # §5.2.2.4: always revalidate before reuse
 FLAG_NO_STALE = 2  # §4.2.4, §5.2.2.2, §5.2.2.8, §5.2.2.10: never serve stale
 FLAG_AUTHORIZED_OK = 4  # §3.5: may answer requests carrying Authorization

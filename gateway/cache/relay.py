@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.cache import policy
-from gateway.cache.entry import Entry
+from gateway.cache.entry import StoredResponse
 from gateway.cache.replay import cache_headers
 from gateway.cache.request import CacheRequest
 from gateway.cache.store import CacheStore
@@ -241,7 +241,7 @@ def build_entry(
     *,
     request_time: float,
     response_time: float,
-) -> Entry:
+) -> StoredResponse:
     """The entry for a storable response, with its freshness facts computed (§4.2)."""
     settings = request.settings
     response_cc = cache_control_of(headers)
@@ -255,13 +255,13 @@ def build_entry(
     stored = without(headers, withheld)
     stored.append((b"content-length", str(len(body)).encode()))
     vary = policy.vary_names(headers)
-    return Entry(
+    return StoredResponse(
         status, stored, body, request_time, response_time, response_time, freshness,
         policy.tags(headers), vary, policy.variant_material(vary, request.headers),
     )
 
 
-async def put_entry(store: CacheStore, request: CacheRequest, entry: Entry) -> bool:
+async def put_entry(store: CacheStore, request: CacheRequest, entry: StoredResponse) -> bool:
     """Store ``entry`` for as long as it can be useful; False if it was not stored."""
     ttl = entry.freshness.retention(validation_possible(entry))
     if ttl <= 0:
@@ -277,5 +277,5 @@ async def put_entry(store: CacheStore, request: CacheRequest, entry: Entry) -> b
     return True
 
 
-def validation_possible(entry: Entry) -> bool:
+def validation_possible(entry: StoredResponse) -> bool:
     return policy.has_validators(entry.headers)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.types import Send
 
 from gateway.cache import validation
-from gateway.cache.entry import Entry
+from gateway.cache.entry import StoredResponse
 from gateway.cache.request import CacheRequest
 from gateway.types import Headers
 
@@ -23,7 +23,7 @@ def cache_headers(
 
 async def send_entry(
     send: Send,
-    entry: Entry,
+    entry: StoredResponse,
     request: CacheRequest,
     *,
     now: float,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.cache import policy, validation
-from gateway.cache.entry import Entry
+from gateway.cache.entry import StoredResponse
 from gateway.cache.relay import NOT_STORED_FIELDS, Relay, Settled, nothing, put_entry
 from gateway.cache.replay import send_entry
 from gateway.cache.request import CacheRequest
@@ -31,7 +31,7 @@ async def revalidate(
     receive: Receive,
     send: Send,
     request: CacheRequest,
-    entry: Entry,
+    entry: StoredResponse,
     store: CacheStore,
     clock: Callable[[], float],
     *,
@@ -97,9 +97,9 @@ async def revalidate(
 
 
 def freshened(
-    entry: Entry, not_modified: Headers, request: CacheRequest, request_time: float,
+    entry: StoredResponse, not_modified: Headers, request: CacheRequest, request_time: float,
     response_time: float,
-) -> Entry:
+) -> StoredResponse:
     """§4.3.4: the stored response updated with the 304's fields and its new age facts."""
     update = list(not_modified)
     if header(update, b"date") is None:  # RFC 9110 §6.6.1
@@ -120,7 +120,7 @@ def freshened(
 
 
 async def _serve_stale(
-    send: Send, request: CacheRequest, entry: Entry, now: float, upstream_status: int,
+    send: Send, request: CacheRequest, entry: StoredResponse, now: float, upstream_status: int,
     info: RequestInfo,
 ) -> None:
     """RFC 5861 §4: answer with the stale entry instead of the origin's error."""
