@@ -10,7 +10,6 @@ request while Redis is down. Every failure surfaces as `StoreUnavailable`.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -21,19 +20,10 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from gateway.breaker import CircuitBreaker
 from gateway.errors import StoreUnavailable
+from gateway.lua import LuaScript
 from gateway.redis_errors import REDIS_ERRORS, error_reply, unavailable
 
 Arg = str | bytes | int | float
-
-
-class LuaScript:
-    """A server-side script, called by SHA and loaded on first NOSCRIPT."""
-
-    __slots__ = ("sha", "source")
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
 
 _Pending = tuple[tuple[Arg, ...], "asyncio.Future[Any]", LuaScript | None]
