@@ -59,3 +59,79 @@ def test_low_layers_never_import_upward() -> None:
             "middleware.py"
         ):
             assert not found & {"gateway.app", "gateway.cli"}, rel
+
+
+def module_name(path: Path) -> str:
+    parts = ["gateway", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Each gateway module and the gateway modules it imports anywhere: at the top, inside a
+    function, under TYPE_CHECKING, absolute or relative. `from a import b` counts as importing
+    `a.b` when that is a module, else `a`."""
+    modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+    def known(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found: set[str | None] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {known(alias.name) for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, base] if base else anchor)
+                found |= {known(f"{base}.{alias.name}") or known(base) for alias in node.names}
+        graph[name] = {m for m in found if m is not None and m != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle as a path that returns to its start, or [] when the graph is acyclic."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        if node in path:
+            return [*path[path.index(node):], node]
+        if node in done:
+            return []
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            cycle = visit(target)
+            if cycle:
+                return cycle
+        path.pop()
+        done.add(node)
+        return []
+
+    for start in sorted(graph):
+        cycle = visit(start)
+        if cycle:
+            return cycle
+    return []
+
+
+def test_find_cycle_reports_a_cycle_through_any_import() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_import_graph_sees_late_and_relative_imports() -> None:
+    graph = import_graph()
+    assert "gateway.app" in graph["gateway"]  # create_app, imported inside __getattr__
+    assert "gateway.app" in graph["gateway.cli"]  # inside load_settings
+    assert "gateway.runtime" in graph["gateway.cache.middleware"]  # under TYPE_CHECKING
+
+
+def test_no_import_cycle_among_gateway_modules() -> None:
+    cycle = find_cycle(import_graph())
+    assert not cycle, " -> ".join(cycle)
