@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import gateway
@@ -135,3 +136,30 @@ def test_import_graph_sees_late_and_relative_imports() -> None:
 def test_no_import_cycle_among_gateway_modules() -> None:
     cycle = find_cycle(import_graph())
     assert not cycle, " -> ".join(cycle)
+
+
+def test_design_code_map_names_every_module_and_only_modules_that_exist() -> None:
+    """docs/design.md's code map is where a new maintainer starts: no module missing, no stale
+    name left behind by a rename."""
+    text = (PACKAGE.parent / "docs/design.md").read_text(encoding="utf-8")
+    code_map = text.split("\n## Code map\n", 1)[1].split("\n## ", 1)[0]
+    named: set[str] = set()
+    for ref in re.findall(r"`([\w/*]+\.(?:py|lua))`", code_map):
+        matches = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.glob(ref)}
+        assert matches, f"docs/design.md names {ref}, which does not exist"
+        named |= matches
+    modules = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")}
+    modules |= {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.lua")}
+    missing = sorted(m for m in modules - named if not m.endswith("__init__.py"))
+    assert not missing, f"docs/design.md's code map lacks {missing}"
+
+
+def test_docs_name_only_gateway_files_that_exist() -> None:
+    root = PACKAGE.parent
+    stale = [
+        f"{doc.relative_to(root)}: {ref}"
+        for doc in [*(root / "docs").rglob("*.md"), root / "CONTRIBUTING.md"]
+        for ref in re.findall(r"gateway/[\w/]+\.(?:py|lua)\b", doc.read_text(encoding="utf-8"))
+        if not (root / ref).is_file()
+    ]
+    assert not stale, stale
