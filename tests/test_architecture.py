@@ -9,7 +9,7 @@ from pathlib import Path
 import gateway
 
 PACKAGE = Path(gateway.__file__).parent
-PURE = ["cache/policy.py", "cache/entry.py", "cache/keys.py",
+PURE = ["cache/policy.py", "cache/entry.py", "cache/keys.py", "cache/request.py",
         "cache/validation.py", "ratelimit/policy.py", "http/headers.py", "http/fields.py",
         "http/dates.py", "http/cache_control.py",
         "http/identity.py", "http/paths.py", "http/host.py", "http/request.py", "routing.py",
