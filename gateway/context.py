@@ -28,7 +28,8 @@ from gateway.errors import (
     send_error,
     send_problem,
 )
-from gateway.http.headers import forward_request_headers, get, get_joined
+from gateway.http.fields import combined, header
+from gateway.http.headers import forward_request_headers
 from gateway.http.host import normalise_host
 from gateway.http.identity import is_trusted, resolve
 from gateway.http.paths import PathRejected, normalise_path
@@ -144,12 +145,12 @@ class RequestContextMiddleware:
         trusted = bool(self.trusted) and is_trusted(peer, self.trusted)
         scheme: str = scope.get("scheme", "http")
         if trusted:
-            client, hops = resolve(peer, get_joined(headers, b"x-forwarded-for"), self.trusted)
+            client, hops = resolve(peer, combined(headers, b"x-forwarded-for"), self.trusted)
             forwarded_for = ", ".join([*hops, peer]).encode()
-            proto = get(headers, b"x-forwarded-proto")
+            proto = header(headers, b"x-forwarded-proto")
             if proto is not None:
                 scheme = _SCHEMES.get(proto.strip().lower(), scheme)
-            forwarded_host = get(headers, b"x-forwarded-host")
+            forwarded_host = header(headers, b"x-forwarded-host")
             if forwarded_host is not None:
                 host = normalise_host(forwarded_host.strip()) or host
         else:

@@ -7,12 +7,11 @@ the Redis adapters); every layer above sees only these, and each carries the sta
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Iterable
 from email.utils import formatdate
 from typing import Any
 
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-RawHeaders = list[tuple[bytes, bytes]]
+from gateway.types import RawHeaders, Send
 
 PROBLEM_JSON = b"application/problem+json"
 

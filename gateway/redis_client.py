@@ -23,7 +23,8 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.backoff import NoBackoff
 
-from gateway.batching import AutoPipeline, CircuitBreaker
+from gateway.autopipeline import AutoPipeline
+from gateway.breaker import CircuitBreaker
 from gateway.config import RedisSettings
 
 RedisClient = Redis | RedisCluster

@@ -35,7 +35,9 @@ class Upstream:
         )
 
 
-class _Entry:
+class _RouteEntry:
+    """One route as the table matches it: its normalised prefix and its upstreams' rotation."""
+
     __slots__ = ("prefix", "route", "strip", "upstreams")
 
     def __init__(self, route: Route) -> None:
@@ -57,7 +59,7 @@ class RouteTable:
 
     def __init__(self, routes: Sequence[Route]) -> None:
         ordered = sorted(routes, key=lambda r: len(r.prefix if r.prefix != "/" else ""), reverse=True)
-        self._entries = [_Entry(r) for r in ordered]
+        self._entries = [_RouteEntry(r) for r in ordered]
         self._by_name = {e.route.name: e for e in self._entries}
 
     def match(self, raw_path: bytes) -> Route | None:

@@ -10,7 +10,7 @@ from gateway.config import Settings
 from gateway.routing import RouteTable
 
 if TYPE_CHECKING:
-    from gateway.batching import AutoPipeline
+    from gateway.autopipeline import AutoPipeline
     from gateway.cache.store import CacheStore
     from gateway.ratelimit.limiter import Limiter
     from gateway.redis_client import RedisClient

@@ -16,9 +16,8 @@ from yarl import URL
 
 from gateway.deadlines import HeaderDeadlines, Watch
 from gateway.errors import BadGateway, GatewayTimeout
-from gateway.upstream_exact import ExactUpstream
-
-RawHeaders = list[tuple[bytes, bytes]]
+from gateway.types import RawHeaders
+from gateway.upstream_verbatim import VerbatimUpstream
 
 #: Headers aiohttp would invent; the gateway forwards exactly what the client sent instead.
 _SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
@@ -79,7 +78,7 @@ class AiohttpUpstream:
         self.timeout = timeout
         self._deadlines = HeaderDeadlines(timeout)
         self._limits = (connect_timeout, max_connections)
-        self._exact: ExactUpstream | None = None  # created on the first request that needs it
+        self._verbatim: VerbatimUpstream | None = None  # created on the first request that needs it
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
                 limit=max_connections, limit_per_host=0, ttl_dns_cache=10, keepalive_timeout=30
@@ -112,7 +111,7 @@ class AiohttpUpstream:
                 (k.decode("latin-1"), v.decode("utf-8")) for k, v in headers
             ]
         except UnicodeDecodeError:
-            hdrs = None  # other high bytes (obs-text): only the exact client keeps them
+            hdrs = None  # other high bytes (obs-text): only the verbatim client keeps them
         sending = _Sending()
         if body is None or isinstance(body, bytes):
             sending.watch = self._deadlines.watch()
@@ -127,9 +126,9 @@ class AiohttpUpstream:
                     expect100=False,
                 )
             else:
-                if self._exact is None:
-                    self._exact = ExactUpstream(*self._limits)
-                response = await self._exact.request(method, origin, target, headers, body)
+                if self._verbatim is None:
+                    self._verbatim = VerbatimUpstream(*self._limits)
+                response = await self._verbatim.request(method, origin, target, headers, body)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             watch = sending.watch
@@ -170,5 +169,5 @@ class AiohttpUpstream:
 
     async def aclose(self) -> None:
         await self._session.close()
-        if self._exact is not None:
-            await self._exact.aclose()
+        if self._verbatim is not None:
+            await self._verbatim.aclose()

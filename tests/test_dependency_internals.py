@@ -43,7 +43,7 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 
 
 def pack(args: tuple[object, ...]) -> bytes:
-    """hiredis.pack_command; its stub types the argument as a 1-tuple (gateway/batching.py
+    """hiredis.pack_command; its stub types the argument as a 1-tuple (gateway/autopipeline.py
     silences the same stub gap)."""
     packed: bytes = hiredis.pack_command(args)  # type: ignore[arg-type]
     return packed
@@ -63,7 +63,7 @@ async def read_head(reader: asyncio.StreamReader) -> bytes:
     return await reader.readuntil(b"\r\n\r\n")
 
 
-# ---- redis-py and hiredis: gateway/batching.py (AutoPipeline._run) ----------------------------
+# ---- redis-py and hiredis: gateway/autopipeline.py (AutoPipeline._run) ----------------------------
 
 
 @pytest.fixture
@@ -84,12 +84,12 @@ async def test_redis_pool_get_connection_needs_no_command_name(pool: BlockingCon
         "redis-py",
         f"BlockingConnectionPool.get_connection() now requires {required} "
         "(redis-py 5.2.x required command_name)",
-        "gateway/batching.py AutoPipeline._run",
+        "gateway/autopipeline.py AutoPipeline._run",
     )
     conn = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
         assert isinstance(conn, Connection), moved(
-            "redis-py", "get_connection() no longer returns an asyncio Connection", "gateway/batching.py"
+            "redis-py", "get_connection() no longer returns an asyncio Connection", "gateway/autopipeline.py"
         )
     finally:
         await pool.release(conn)
@@ -109,7 +109,7 @@ async def test_redis_connection_sends_hiredis_packed_bytes_and_reads_one_reply_e
     assert replies == [b"OK", b"7"], moved(
         "redis-py",
         "Connection.send_packed_command(list of bytes) / read_response() per reply",
-        "gateway/batching.py AutoPipeline._run",
+        "gateway/autopipeline.py AutoPipeline._run",
     )
 
 
@@ -118,7 +118,7 @@ async def test_redis_read_response_with_infinite_timeout_outlasts_socket_timeout
 ) -> None:
     """The pipeline's own deadline bounds a batch; math.inf must mean "no per-read timer"."""
     assert "timeout" in inspect.signature(Connection.read_response).parameters, moved(
-        "redis-py", "Connection.read_response() lost its timeout parameter", "gateway/batching.py"
+        "redis-py", "Connection.read_response() lost its timeout parameter", "gateway/autopipeline.py"
     )
     conn = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
@@ -131,7 +131,7 @@ async def test_redis_read_response_with_infinite_timeout_outlasts_socket_timeout
     assert reply is None and time.monotonic() - started >= 0.4, moved(
         "redis-py",
         "read_response(timeout=math.inf) no longer waits past socket_timeout",
-        "gateway/batching.py AutoPipeline._run",
+        "gateway/autopipeline.py AutoPipeline._run",
     )
 
 
@@ -148,7 +148,7 @@ async def test_redis_error_reply_raises_from_read_response_and_noscript_is_a_res
     assert isinstance(caught.value, NoScriptError), moved(
         "redis-py",
         "a NOSCRIPT reply is no longer raised as NoScriptError (a ResponseError)",
-        "gateway/batching.py (script loading on first use)",
+        "gateway/autopipeline.py (script loading on first use)",
     )
 
 
@@ -156,7 +156,7 @@ async def test_redis_disconnect_takes_nowait(pool: BlockingConnectionPool) -> No
     assert "nowait" in inspect.signature(Connection.disconnect).parameters, moved(
         "redis-py",
         "Connection.disconnect(nowait=...) is gone",
-        "gateway/batching.py (dropping a half-read connection)",
+        "gateway/autopipeline.py (dropping a half-read connection)",
     )
     conn = await pool.get_connection()  # type: ignore[no-untyped-call]
     await conn.disconnect(nowait=True)
@@ -169,10 +169,10 @@ def test_redis_response_callbacks_are_keyed_by_upper_case_command(redis_url: str
     assert {"SET", "PING", "SCAN"} <= set(callbacks), moved(
         "redis-py",
         "Redis.response_callbacks is no longer keyed by upper-case command names",
-        "gateway/batching.py (reply shapes of auto-pipelined commands)",
+        "gateway/autopipeline.py (reply shapes of auto-pipelined commands)",
     )
     assert callbacks["SET"](b"OK") is True, moved(
-        "redis-py", "the SET response callback no longer turns OK into True", "gateway/batching.py"
+        "redis-py", "the SET response callback no longer turns OK into True", "gateway/autopipeline.py"
     )
 
 
@@ -181,7 +181,7 @@ def test_hiredis_packs_exactly_as_redis_py() -> None:
     assert pack(args) == b"".join(Connection().pack_command(*args)), moved(
         "hiredis",
         "pack_command() output differs from redis-py's packer",
-        "gateway/batching.py AutoPipeline._run",
+        "gateway/autopipeline.py AutoPipeline._run",
     )
 
 
@@ -190,7 +190,7 @@ def test_redis_cluster_pipeline_execute_takes_raise_on_error() -> None:
     assert "raise_on_error" in params, moved(
         "redis-py",
         "ClusterPipeline.execute(raise_on_error=...) is gone",
-        "gateway/batching.py AutoPipeline._run (cluster path)",
+        "gateway/autopipeline.py AutoPipeline._run (cluster path)",
     )
 
 
@@ -313,7 +313,7 @@ async def test_aiohttp_response_exposes_raw_headers_and_streams_undecoded_body()
     )
 
 
-# ---- httpx: gateway/upstream_exact.py ---------------------------------------------------------
+# ---- httpx: gateway/upstream_verbatim.py ---------------------------------------------------------
 
 
 async def test_httpx_transport_sends_header_bytes_verbatim_and_streams_raw() -> None:
@@ -339,7 +339,7 @@ async def test_httpx_transport_sends_header_bytes_verbatim_and_streams_raw() -> 
     assert isinstance(stream, httpx.AsyncByteStream), moved(
         "httpx",
         "transport responses no longer carry an AsyncByteStream",
-        "gateway/upstream_exact.py _ExactResponse",
+        "gateway/upstream_verbatim.py _VerbatimResponse",
     )
     received = b"".join([chunk async for chunk in stream])
     await response.aclose()
@@ -348,13 +348,13 @@ async def test_httpx_transport_sends_header_bytes_verbatim_and_streams_raw() -> 
     assert seen[0].startswith(b"GET /a%2Fb?x=%20 HTTP/1.1\r\n"), moved(
         "httpx",
         "URL.copy_with(raw_path=...) no longer sends the target byte for byte",
-        "gateway/upstream_exact.py ExactUpstream.request",
+        "gateway/upstream_verbatim.py VerbatimUpstream.request",
     )
     assert b"\r\nx-latin: caf\xe9\r\n" in seen[0], moved(
-        "httpx", "header values are no longer written as the given bytes", "gateway/upstream_exact.py"
+        "httpx", "header values are no longer written as the given bytes", "gateway/upstream_verbatim.py"
     )
     assert received == b"RAW!" and (b"Content-Encoding", b"gzip") in response.headers.raw, moved(
-        "httpx", "the transport stream or Headers.raw changed", "gateway/upstream_exact.py"
+        "httpx", "the transport stream or Headers.raw changed", "gateway/upstream_verbatim.py"
     )
 
 
@@ -380,7 +380,7 @@ async def test_httpx_per_request_timeout_extension_is_honoured() -> None:
     assert elapsed < 3, moved(
         "httpx/httpcore",
         "request.extensions['timeout'] keys connect/read/write/pool ignored",
-        "gateway/upstream_exact.py ExactUpstream",
+        "gateway/upstream_verbatim.py VerbatimUpstream",
     )
 
 

@@ -385,7 +385,7 @@ def commands_in_gateway_code() -> set[str]:
     """Redis commands named in gateway/: in Lua (`redis.call('X'`), raw (`execute("X"`,
     `execute_command("X"`) and through redis-py methods on a client (`redis.smembers(`)."""
     found = set()
-    for path in (ROOT / "gateway").rglob("*.py"):
+    for path in [*(ROOT / "gateway").rglob("*.py"), *(ROOT / "gateway").rglob("*.lua")]:
         text = path.read_text()
         found |= {m.upper() for m in re.findall(r"redis\.p?call\(\s*['\"](\w+)", text)}
         found |= {m.upper() for m in re.findall(r"execute(?:_command)?\(\s*['\"](\w+)", text)}

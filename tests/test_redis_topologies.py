@@ -15,12 +15,13 @@ import pytest
 import redis
 from redis.asyncio import Redis, RedisCluster
 
-from gateway.batching import AutoPipeline, LuaScript
+from gateway.autopipeline import AutoPipeline
 from gateway.cache.redis_store import RedisCacheStore, entry_name
 from gateway.cache.store import Lookup
 from gateway.config import Settings
 from gateway.environment import settings_from_env
 from gateway.errors import StoreUnavailable
+from gateway.lua import LuaScript
 from gateway.ratelimit.limiter import RedisLimiter, counter_keys
 from gateway.ratelimit.policy import parse_limits
 from gateway.redis_client import RedisClient, close_redis, create_pipeline, create_redis

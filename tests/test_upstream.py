@@ -11,7 +11,7 @@ import respx
 
 from gateway.deadlines import HeaderDeadlines
 from gateway.errors import BadGateway, GatewayTimeout
-from gateway.upstream_exact import ExactUpstream
+from gateway.upstream_verbatim import VerbatimUpstream
 
 
 async def test_a_request_past_its_deadline_is_cancelled_within_the_resolution() -> None:
@@ -71,7 +71,7 @@ async def test_one_timer_serves_many_requests(monkeypatch: pytest.MonkeyPatch) -
 async def test_exact_upstream_sends_header_bytes_verbatim_and_streams_the_answer() -> None:
     route = respx.get("http://backend:3000/a%2Fb?q=1").mock(
         return_value=httpx.Response(201, headers=[(b"X-Back", b"\xe9t\xe9")], content=b"body"))
-    upstream = ExactUpstream(connect_timeout=1, max_connections=2)
+    upstream = VerbatimUpstream(connect_timeout=1, max_connections=2)
     response = await upstream.request(
         "GET", "http://backend:3000", b"/a%2Fb?q=1",
         [(b"host", b"backend:3000"), (b"x-name", b"Jos\xe9")], None,
@@ -95,7 +95,7 @@ async def test_exact_upstream_sends_header_bytes_verbatim_and_streams_the_answer
 ])
 async def test_exact_upstream_maps_httpx_errors(error: Exception, expected: type) -> None:
     respx.get("http://backend:3000/x").mock(side_effect=error)
-    upstream = ExactUpstream(connect_timeout=1, max_connections=2)
+    upstream = VerbatimUpstream(connect_timeout=1, max_connections=2)
     with pytest.raises(expected):
         await upstream.request("GET", "http://backend:3000", b"/x", [(b"host", b"b")], None)
     await upstream.aclose()

@@ -10,13 +10,13 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Scope
 
-from gateway.cache.directives import CacheControl
-from gateway.cache.entry import Entry
-from gateway.cache.exchange import Request
+from gateway.cache.entry import StoredResponse
+from gateway.cache.request import CacheRequest
 from gateway.cache.revalidate import revalidate
 from gateway.cache.store import CacheStore
 from gateway.cache.tee import TeeBudget
 from gateway.errors import GatewayError, StoreUnavailable
+from gateway.http.cache_control import CacheControl
 from gateway.http.request import SCOPE_KEY, request_info
 
 log = logging.getLogger("gateway.cache")
@@ -26,8 +26,8 @@ MAX_POLL = 0.1
 
 
 async def wait_for_leader(
-    store: CacheStore, request: Request, fetch: Callable[[], Awaitable[Entry | None]]
-) -> Entry | None:
+    store: CacheStore, request: CacheRequest, fetch: Callable[[], Awaitable[StoredResponse | None]]
+) -> StoredResponse | None:
     """Follow the request that holds ``request.key``'s lock: poll (with backoff) until its
     answer is stored and usable, the lock is released without one, or ``lock_timeout`` passes.
     None means: go upstream yourself (a stuck leader never hangs its followers)."""
@@ -48,8 +48,8 @@ async def wait_for_leader(
 
 
 async def lead_or_follow(
-    store: CacheStore, request: Request, fetch: Callable[[], Awaitable[Entry | None]]
-) -> tuple[str | None, Entry | None]:
+    store: CacheStore, request: CacheRequest, fetch: Callable[[], Awaitable[StoredResponse | None]]
+) -> tuple[str | None, StoredResponse | None]:
     """Take the key's lock, or follow its holder: (lock token, usable entry).
 
     A new leader looks once more before going upstream: the previous leader may have stored
@@ -80,13 +80,13 @@ class Refresher:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def schedule(
-        self, scope: Scope, request: Request, entry: Entry, store: CacheStore
+        self, scope: Scope, request: CacheRequest, entry: StoredResponse, store: CacheStore
     ) -> None:
         """Refresh ``entry`` in the background unless a refresh of its key is running."""
         if request.key in self._running:
             return
         self._running.add(request.key)
-        background = Request(request.key, "GET", request.headers, request.settings, CacheControl())
+        background = CacheRequest(request.key, "GET", request.headers, request.settings, CacheControl())
         task = asyncio.create_task(
             self._refresh(_detached(scope), background, entry, store)
         )
@@ -94,7 +94,7 @@ class Refresher:
         task.add_done_callback(self._tasks.discard)
 
     async def _refresh(
-        self, scope: Scope, request: Request, entry: Entry, store: CacheStore) -> None:
+        self, scope: Scope, request: CacheRequest, entry: StoredResponse, store: CacheStore) -> None:
         done = asyncio.Event()
         body_sent = False
 

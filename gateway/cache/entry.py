@@ -20,7 +20,7 @@ _HEAD = struct.Struct("!4sHBdddddddIIIII")
 
 
 @dataclass(frozen=True, slots=True)
-class Entry:
+class StoredResponse:
     """A stored response: what the origin sent, when, and what RFC 9111 concluded about it."""
 
     status: int
@@ -38,7 +38,7 @@ class Entry:
         """§4.2.3 current_age."""
         return current_age(self.freshness.initial_age, self.response_time, now)
 
-    def with_freshness(self, freshness: Freshness, **changes: object) -> Entry:
+    def with_freshness(self, freshness: Freshness, **changes: object) -> StoredResponse:
         """A copy with new freshness facts and other fields (after a 304, §4.3.4)."""
         return replace(self, freshness=freshness, **changes)  # type: ignore[arg-type]
 
@@ -59,11 +59,11 @@ class Entry:
 
 #: Hot entries arrive as the same bytes again and again; decoding them once per process saves
 #: most of a hit's CPU in this module. Only small blobs are remembered (<= 16 MiB in all), and
-#: entries are shared, so nothing may mutate an Entry's header list in place.
+#: entries are shared, so nothing may mutate an StoredResponse's header list in place.
 _MEMO_MAX_BLOB = 64 * 1024
 
 
-def decode(blob: bytes | None) -> Entry | None:
+def decode(blob: bytes | None) -> StoredResponse | None:
     """The entry in ``blob``; None if absent, corrupt or of another format version."""
     if blob is None:
         return None
@@ -71,11 +71,11 @@ def decode(blob: bytes | None) -> Entry | None:
 
 
 @lru_cache(maxsize=256)
-def _decode_memo(blob: bytes) -> Entry | None:
+def _decode_memo(blob: bytes) -> StoredResponse | None:
     return _decode(blob)
 
 
-def _decode(blob: bytes) -> Entry | None:
+def _decode(blob: bytes) -> StoredResponse | None:
     if len(blob) < _HEAD.size or not blob.startswith(MAGIC):
         return None
     try:
@@ -102,7 +102,7 @@ def _decode(blob: bytes) -> Entry | None:
                 headers.append((name, value))
         tags = tuple(raw_tags.decode().split("\n")) if raw_tags else ()
         freshness = Freshness(lifetime, initial_age, swr, sie, flags)
-        return Entry(
+        return StoredResponse(
             status, headers, body, request_time, response_time, stored_at, freshness,
             tags, raw_vary.decode("latin-1"), variant,
         )

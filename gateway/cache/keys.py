@@ -8,7 +8,8 @@ import hashlib
 import urllib.parse
 from collections.abc import Collection
 
-from gateway.cache.directives import Headers, combined, list_members
+from gateway.http.fields import combined, list_members
+from gateway.types import Headers
 
 #: Where origins name purge tags, and the separator each uses.
 TAG_HEADERS = {b"surrogate-key": " ", b"cache-tag": ","}

@@ -11,19 +11,21 @@ from __future__ import annotations
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.cache.keys import url_of
 from gateway.cache.store import MISS, Lookup, Ready, key_matcher
+from gateway.types import Clock
 
-Clock = Callable[[], float]
 # Rough per-object bookkeeping cost, so that many tiny entries still count against the budget.
 _OVERHEAD = 200
 
 
 @dataclass(slots=True)
-class _Entry:
+class _KeyRecord:
+    """Everything stored under one primary key: its variants' blobs, tags and soft purge."""
+
     vary: str
     expires: float
     size: int
@@ -38,7 +40,7 @@ class MemoryCacheStore:
     def __init__(self, *, max_bytes: int = 64 * 1024 * 1024, clock: Clock = time.time) -> None:
         self.max_bytes = max_bytes
         self._clock = clock
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._entries: OrderedDict[str, _KeyRecord] = OrderedDict()
         self._tags: dict[str, set[str]] = {}
         self._locks: dict[str, tuple[str, float]] = {}
         self._lock_sweep_at = 1024
@@ -69,7 +71,7 @@ class MemoryCacheStore:
             self._drop(key)
             entry = None
         if entry is None:
-            entry = _Entry(vary, now + ttl, _OVERHEAD + len(key) + len(vary))
+            entry = _KeyRecord(vary, now + ttl, _OVERHEAD + len(key) + len(vary))
             self._entries[key] = entry
             self._bytes += entry.size
         old = entry.variants.get(variant)
@@ -141,7 +143,7 @@ class MemoryCacheStore:
     async def ping(self) -> bool:
         return True
 
-    def _live(self, key: str, now: float) -> _Entry | None:
+    def _live(self, key: str, now: float) -> _KeyRecord | None:
         entry = self._entries.get(key)
         if entry is not None and entry.expires <= now:
             self._drop(key)

@@ -22,21 +22,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.cache import policy, validation
 from gateway.cache.collapse import Refresher, lead_or_follow
-from gateway.cache.directives import header, parse_cache_control
-from gateway.cache.directives import header_values as _header_values
-from gateway.cache.entry import Entry, decode
-from gateway.cache.exchange import (
-    Relay,
-    Request,
-    cache_headers,
-    forward_bypassing,
-    send_entry,
-)
+from gateway.cache.entry import StoredResponse, decode
 from gateway.cache.invalidate import forward_invalidating
+from gateway.cache.relay import Relay, forward_bypassing
+from gateway.cache.replay import cache_headers, send_entry
+from gateway.cache.request import CacheRequest
 from gateway.cache.revalidate import revalidate
 from gateway.cache.store import CacheStore, Lookup
 from gateway.cache.tee import TeeBudget
 from gateway.errors import GatewayError, StoreUnavailable, send_problem
+from gateway.http.cache_control import parse_cache_control
+from gateway.http.fields import header
+from gateway.http.fields import header_values as _header_values
 from gateway.http.request import request_info
 
 if TYPE_CHECKING:
@@ -50,7 +47,7 @@ _VARY_MEMORY = 10_000  # primary keys whose Vary this process remembers, to gues
 
 
 class CacheMiddleware:
-    """Pure ASGI middleware; per-request state lives in locals and `Request`."""
+    """Pure ASGI middleware; per-request state lives in locals and `CacheRequest`."""
 
     def __init__(
         self, app: ASGIApp, runtime: Runtime, clock: Callable[[], float] = time.time
@@ -89,7 +86,7 @@ class CacheMiddleware:
             pending.add_done_callback(_consume_exception)  # unawaited when rate limited
         return pending
 
-    def _plan(self, scope: Scope) -> tuple[Request, str] | None:
+    def _plan(self, scope: Scope) -> tuple[CacheRequest, str] | None:
         """The request's key and guessed variant, or None when the cache does not look up."""
         if scope["type"] != "http" or scope["method"] not in policy.LOOKUP_METHODS:
             return None
@@ -111,7 +108,7 @@ class CacheMiddleware:
             header(headers, b"pragma") if honor else None,
             honor_refresh=honor,
         )
-        request = Request(key, scope["method"], headers, settings, request_cc)
+        request = CacheRequest(key, scope["method"], headers, settings, request_cc)
         vary = self._vary.get(key, "")
         return request, policy.variant_id(policy.variant_material(vary, headers))
 
@@ -150,8 +147,8 @@ class CacheMiddleware:
         await self._answer(scope, receive, send, request, entry, lookup)
 
     async def _select(
-        self, store: CacheStore, request: Request, lookup: Lookup, asked: str
-    ) -> tuple[Entry | None, Lookup]:
+        self, store: CacheStore, request: CacheRequest, lookup: Lookup, asked: str
+    ) -> tuple[StoredResponse | None, Lookup]:
         """§4.1: the stored response whose Vary-selected headers match the request."""
         if lookup.vary is None:
             return None, lookup
@@ -170,7 +167,7 @@ class CacheMiddleware:
             return None, lookup  # §3.5
         return entry, lookup
 
-    async def _usable(self, store: CacheStore, request: Request) -> Entry | None:
+    async def _usable(self, store: CacheStore, request: CacheRequest) -> StoredResponse | None:
         """A stored entry that may answer ``request`` now without going upstream."""
         material = policy.variant_material(self._vary.get(request.key, ""), request.headers)
         variant = policy.variant_id(material)
@@ -192,8 +189,8 @@ class CacheMiddleware:
             self._vary.pop(key, None)
 
     async def _answer(
-        self, scope: Scope, receive: Receive, send: Send, request: Request,
-        entry: Entry | None, lookup: Lookup,
+        self, scope: Scope, receive: Receive, send: Send, request: CacheRequest,
+        entry: StoredResponse | None, lookup: Lookup,
     ) -> None:
         info = request_info(scope)
         store = self.runtime.cache_store
@@ -230,8 +227,8 @@ class CacheMiddleware:
         await self._forward(scope, receive, send, request, entry, store, fwd)
 
     async def _forward(
-        self, scope: Scope, receive: Receive, send: Send, request: Request,
-        entry: Entry | None, store: CacheStore, fwd: str,
+        self, scope: Scope, receive: Receive, send: Send, request: CacheRequest,
+        entry: StoredResponse | None, store: CacheStore, fwd: str,
     ) -> None:
         """Go upstream as the collapsing leader, or wait for one (across processes). The lock is
         released as soon as the exchange will store nothing more, not when the client has been
@@ -291,7 +288,7 @@ class CacheMiddleware:
             await release()
 
 
-def _bypass_reason(request: Request) -> str | None:
+def _bypass_reason(request: CacheRequest) -> str | None:
     """Requests the cache neither answers nor stores for."""
     headers = request.headers
     if not request.settings.allow_cookies and header(headers, b"cookie") is not None:
@@ -302,7 +299,7 @@ def _bypass_reason(request: Request) -> str | None:
     return None
 
 
-def _soft_purged(entry: Entry, purged_at: float | None) -> Entry:
+def _soft_purged(entry: StoredResponse, purged_at: float | None) -> StoredResponse:
     """A soft purge marks entries stored before it stale from the purge on."""
     if purged_at is None or entry.stored_at > purged_at:
         return entry

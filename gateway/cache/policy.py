@@ -13,22 +13,16 @@ import urllib.parse
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from gateway.cache.directives import (
-    DELTA_SECONDS_MAX,
-    CacheControl,
-    Headers,
-    combined,
-    header,
-    list_members,
-    parse_delta_seconds,
-    parse_http_date,
-)
 from gateway.cache.keys import primary_key as primary_key
 from gateway.cache.keys import strip_query as strip_query
 from gateway.cache.keys import tags as tags
 from gateway.cache.keys import variant_id as variant_id
 from gateway.cache.keys import variant_material as variant_material
 from gateway.cache.keys import vary_names as vary_names
+from gateway.http.cache_control import DELTA_SECONDS_MAX, CacheControl, parse_delta_seconds
+from gateway.http.dates import parse_http_date
+from gateway.http.fields import combined, header, list_members
+from gateway.types import Headers
 
 #: RFC 9110 §9.2.1: safe methods never invalidate; every other method (even unknown) does (§4.4).
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -63,7 +57,7 @@ AUTHORIZED_REUSE_DIRECTIVES = frozenset({"public", "s-maxage", "must-revalidate"
 GATEWAY_ERROR_STATUSES = frozenset({502, 504})
 PROBLEM = b"application/problem+json"
 
-#: Entry flags recorded at store time.
+#: Flags of a stored response, recorded at store time.
 FLAG_NO_CACHE = 1  # §5.2.2.4: always revalidate before reuse
 FLAG_NO_STALE = 2  # §4.2.4, §5.2.2.2, §5.2.2.8, §5.2.2.10: never serve stale
 FLAG_AUTHORIZED_OK = 4  # §3.5: may answer requests carrying Authorization

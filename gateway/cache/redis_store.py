@@ -24,13 +24,15 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Sequence
 from typing import Any
 
-from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
+from redis.asyncio import RedisCluster
 
-from gateway.batching import AutoPipeline, LuaScript
+from gateway.autopipeline import AutoPipeline
 from gateway.cache.keys import url_of
 from gateway.cache.store import MISS, Lookup, key_matcher
 from gateway.errors import StoreUnavailable
+from gateway.lua import load_script
+from gateway.redis_client import RedisClient
+from gateway.redis_errors import REDIS_ERRORS, unavailable
 
 PREFIX = "gw:c2:"  # c2: escaped key fields (c1 keys joined raw fields; never read)
 _ENTRY_OPEN = PREFIX + "{"
@@ -40,39 +42,10 @@ _HASHED_LEN = _SHORT_INNER + 1 + 40
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 _BATCH = 500
 
-# Replaces the entry when it is not a hash or was stored under another Vary (its variants were
-# selected by other headers); then keeps the longer of the current and the new lifetime.
-_PUT = LuaScript("""
-local kind = redis.call('TYPE', KEYS[1])['ok']
-if kind ~= 'none' and (kind ~= 'hash' or redis.call('HGET', KEYS[1], 'vary') ~= ARGV[1]) then
-  redis.call('DEL', KEYS[1])
-end
-redis.call('HSET', KEYS[1], 'vary', ARGV[1], ARGV[2], ARGV[3])
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'k', ARGV[5]) end
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
-return 1
-""")
-_TAG = LuaScript("""
-local kind = redis.call('TYPE', KEYS[1])['ok']
-if kind ~= 'none' and kind ~= 'set' then redis.call('DEL', KEYS[1]) end
-redis.call('SADD', KEYS[1], ARGV[1])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 1
-""")
-_UNLOCK = LuaScript("""
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-""")
-# Only marks existing hashes: HSET on a missing key would create one that never expires.
-_SOFT_PURGE = """
-if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return 0 end
-local now = redis.call('TIME')
-redis.call('HSET', KEYS[1], 'purged', now[1] .. '.' .. string.format('%06d', tonumber(now[2])))
-return 1
-"""
-
-RedisClient = Redis | RedisCluster
-_REDIS_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
+_PUT = load_script("gateway.cache", "put.lua")
+_TAG = load_script("gateway.cache", "tag.lua")
+_UNLOCK = load_script("gateway.cache", "unlock.lua")
+_SOFT_PURGE = load_script("gateway.cache", "soft_purge.lua")
 
 
 def _inner(key: str) -> str:
@@ -207,8 +180,8 @@ class RedisCacheStore:
             if kind == "tag":
                 return await self._purge_tag(value, soft)
             return await self._purge_scan(kind, value, soft)
-        except _REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"redis unavailable: {type(exc).__name__}") from exc
+        except REDIS_ERRORS as exc:
+            raise unavailable(exc) from exc
 
     async def _purge_scan(self, kind: str, value: str, soft: bool) -> int:
         # A shortened name holds only the first 160 characters of its key: match on those and
@@ -271,7 +244,7 @@ class RedisCacheStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             for name in names:
                 if soft:
-                    pipe.execute_command("EVAL", _SOFT_PURGE, 1, name)
+                    pipe.execute_command("EVAL", _SOFT_PURGE.source, 1, name)
                 else:
                     pipe.execute_command("UNLINK", name)
             replies = await pipe.execute()

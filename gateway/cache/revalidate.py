@@ -8,21 +8,18 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.cache import policy, validation
-from gateway.cache.directives import Headers, cache_control_of, format_http_date, header, without
-from gateway.cache.entry import Entry
-from gateway.cache.exchange import (
-    NOT_STORED_FIELDS,
-    Relay,
-    Request,
-    Settled,
-    nothing,
-    put_entry,
-    send_entry,
-)
+from gateway.cache.entry import StoredResponse
+from gateway.cache.relay import NOT_STORED_FIELDS, Relay, Settled, nothing, put_entry
+from gateway.cache.replay import send_entry
+from gateway.cache.request import CacheRequest
 from gateway.cache.store import CacheStore
 from gateway.cache.tee import TeeBudget
 from gateway.errors import GatewayError
+from gateway.http.cache_control import cache_control_of
+from gateway.http.dates import format_http_date
+from gateway.http.fields import header, without
 from gateway.http.request import RequestInfo, request_info
+from gateway.types import Headers
 
 #: Fields of a 304 that answer the revalidating client but are never stored for others.
 _CLIENT_ONLY = frozenset({b"set-cookie", b"set-cookie2"})
@@ -33,8 +30,8 @@ async def revalidate(
     scope: Scope,
     receive: Receive,
     send: Send,
-    request: Request,
-    entry: Entry,
+    request: CacheRequest,
+    entry: StoredResponse,
     store: CacheStore,
     clock: Callable[[], float],
     *,
@@ -100,9 +97,9 @@ async def revalidate(
 
 
 def freshened(
-    entry: Entry, not_modified: Headers, request: Request, request_time: float,
+    entry: StoredResponse, not_modified: Headers, request: CacheRequest, request_time: float,
     response_time: float,
-) -> Entry:
+) -> StoredResponse:
     """§4.3.4: the stored response updated with the 304's fields and its new age facts."""
     update = list(not_modified)
     if header(update, b"date") is None:  # RFC 9110 §6.6.1
@@ -123,7 +120,7 @@ def freshened(
 
 
 async def _serve_stale(
-    send: Send, request: Request, entry: Entry, now: float, upstream_status: int,
+    send: Send, request: CacheRequest, entry: StoredResponse, now: float, upstream_status: int,
     info: RequestInfo,
 ) -> None:
     """RFC 5861 §4: answer with the stale entry instead of the origin's error."""

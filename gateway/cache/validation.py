@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import re
 
-from gateway.cache.directives import Headers, combined, header, parse_http_date, without
+from gateway.http.dates import parse_http_date
+from gateway.http.fields import combined, header, without
+from gateway.http.headers import HOP_BY_HOP, connection_tokens
+from gateway.types import Headers
 
 #: RFC 9110 §13.1: request preconditions. The cache evaluates If-None-Match and
 #: If-Modified-Since itself; requests with the others are forwarded (see `CACHE_BYPASS_HEADERS`).
@@ -21,13 +24,7 @@ CACHE_BYPASS_HEADERS = frozenset({b"if-match", b"if-unmodified-since", b"if-rang
 NOT_MODIFIED_FIELDS = (
     b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary",
 )
-#: RFC 9111 §3.1-§3.2: never copied from a 304 into the stored response.
-HOP_BY_HOP = frozenset(
-    {
-        b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
-        b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization",
-    }
-)
+#: RFC 9111 §3.1-§3.2: hop-by-hop fields are never copied from a 304 into the stored response.
 #: Set-Cookie is for the client that revalidated, never for the shared entry.
 FRESHEN_EXCLUDED = HOP_BY_HOP | {
     b"content-length", b"age", b"x-cache", b"cache-status", b"set-cookie", b"set-cookie2",
@@ -144,20 +141,10 @@ def selects_stored(stored: Headers, fresh_304: Headers) -> bool:
     return True
 
 
-def connection_named(headers: Headers) -> frozenset[bytes]:
-    """Field names listed in Connection: hop-by-hop for this message (RFC 9110 §7.6.1)."""
-    value = combined(headers, b"connection")
-    if value is None:
-        return frozenset()
-    return frozenset(
-        member.strip().lower() for member in value.split(b",") if member.strip()
-    ) | {b"connection"}
-
-
 def freshen(stored: Headers, fresh_304: Headers) -> list[tuple[bytes, bytes]]:
     """§3.2 / §4.3.4: replace stored fields with those of the 304, except framing, hop-by-hop
     and Connection-named fields."""
-    excluded = FRESHEN_EXCLUDED | connection_named(fresh_304)
+    excluded = FRESHEN_EXCLUDED | connection_tokens(fresh_304)
     updates = [(name.lower(), value) for name, value in fresh_304 if name.lower() not in excluded]
     replaced = {name for name, _ in updates}
     return [(name, value) for name, value in stored if name not in replaced] + updates

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-RawHeaders = list[tuple[bytes, bytes]]
+from gateway.http.fields import header_values
+from gateway.types import Headers, RawHeaders
 
 #: RFC 9110 §7.6.1 hop-by-hop fields, plus the proxy-auth pair that belongs to one hop,
 #: `proxy-connection`, a non-standard alias some clients still send, and `http2-settings`, the
@@ -63,27 +64,14 @@ VIA = b"1.1 gateway"
 _CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b"upgrade", b""})
 
 
-def get(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    """The first value of `name` (lowercase), or None."""
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
-
-
-def get_joined(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    """All values of a list-valued field joined with ', ' (RFC 9110 §5.3), or None."""
-    values = [value for key, value in headers if key == name]
-    return b", ".join(values) if values else None
-
-
-def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Field names listed in `Connection`, which are hop-by-hop for this message too."""
-    tokens: set[bytes] = set()
-    for key, value in headers:
-        if key == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    return frozenset(tokens)
+def connection_tokens(headers: Headers) -> frozenset[bytes]:
+    """Field names listed in `Connection`, which are hop-by-hop for this message too (§7.6.1)."""
+    return frozenset(
+        token.strip().lower()
+        for value in header_values(headers, b"connection")
+        for token in value.split(b",")
+        if token.strip()
+    )
 
 
 def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> RawHeaders:

@@ -4,13 +4,9 @@ layer below it through `request_info(scope)`. No layer re-parses the raw target 
 from __future__ import annotations
 
 import copy
-from collections.abc import MutableMapping
-from typing import Any
 
 from gateway.config import Route
-
-RawHeaders = list[tuple[bytes, bytes]]
-Scope = MutableMapping[str, Any]
+from gateway.types import RawHeaders, Scope
 
 #: Where the view lives in the ASGI scope.
 SCOPE_KEY = "gateway"

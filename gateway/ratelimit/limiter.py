@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
-from gateway.batching import AutoPipeline, LuaScript
+from gateway.autopipeline import AutoPipeline
 from gateway.errors import StoreUnavailable
+from gateway.lua import load_script
 from gateway.ratelimit.policy import Check, Decision, Limit, LimitState, Strategy
-from gateway.ratelimit.scripts import SOURCE
+from gateway.types import Clock
 
 log = logging.getLogger("gateway.ratelimit")
-SCRIPT = LuaScript(SOURCE)
+SCRIPT = load_script("gateway.ratelimit", "decide.lua")
 KEY_PREFIX = "gw:rl1:"
-Clock = Callable[[], float]
 
 
 class Limiter(Protocol):

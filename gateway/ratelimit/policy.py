@@ -22,14 +22,14 @@ import limits
 
 from gateway.config import RateLimitSettings, Route, Settings
 from gateway.errors import ConfigError
-from gateway.http.headers import get
+from gateway.http.fields import header
 from gateway.http.identity import client_group
 from gateway.http.identity import is_trusted as _in_networks  # a plain membership test
+from gateway.types import RawHeaders
 
 Strategy = Literal["sliding", "fixed", "gcra"]
 FailMode = Literal["open", "closed", "local"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-RawHeaders = list[tuple[bytes, bytes]]
 
 STRATEGIES: Final[frozenset[str]] = frozenset({"sliding", "fixed", "gcra"})
 FAIL_MODES: Final[frozenset[str]] = frozenset({"open", "closed", "local"})
@@ -130,7 +130,7 @@ class RatePolicy:
         parts: list[str] = []
         for part in self.key:
             if part.startswith("header:"):
-                value = (get(headers, part[7:].encode("latin-1")) or b"").decode("latin-1").strip()
+                value = (header(headers, part[7:].encode("latin-1")) or b"").decode("latin-1").strip()
                 if value in self.exempt_values:
                     return None
                 # A secret (an API key) is never stored in Redis as is.

@@ -11,10 +11,10 @@ from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.cache.directives import format_http_date
 from gateway.cache.memory_store import MemoryCacheStore
 from gateway.cache.middleware import CacheMiddleware
 from gateway.config import CacheSettings, Route, Settings
+from gateway.http.dates import format_http_date
 from gateway.http.request import RequestInfo
 from gateway.routing import RouteTable
 

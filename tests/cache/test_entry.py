@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from gateway.cache import validation
-from gateway.cache.directives import format_http_date
-from gateway.cache.entry import MAGIC, Entry, decode
+from gateway.cache.entry import MAGIC, StoredResponse, decode
 from gateway.cache.policy import Freshness
+from gateway.http.dates import format_http_date
 
 NOW = 1_700_000_000.0
 
 
-def entry(**changes: object) -> Entry:
+def entry(**changes: object) -> StoredResponse:
     values: dict[str, object] = {
         "status": 200,
         "headers": [(b"content-type", b"text/plain; a=b:c"), (b"etag", b'"v1"')],
@@ -26,7 +26,7 @@ def entry(**changes: object) -> Entry:
         "variant": b"accept:text/html",
     }
     values.update(changes)
-    return Entry(**values)  # type: ignore[arg-type]
+    return StoredResponse(**values)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -34,7 +34,7 @@ def entry(**changes: object) -> Entry:
     [entry(), entry(headers=[], body=b"", tags=(), vary="", variant=b""),
      entry(body=bytes(range(256)) * 100, headers=[(b"x", b"\xff\xfe")])],
 )
-def test_round_trip(original: Entry) -> None:
+def test_round_trip(original: StoredResponse) -> None:
     assert decode(original.encode()) == original
 
 

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from starlette.types import Message
 
-from gateway.cache.directives import format_http_date
 from gateway.cache.store import Lookup
 from gateway.errors import StoreUnavailable
+from gateway.http.dates import format_http_date
 from tests.cache.harness import START, Gateway, Reply
 
 pytestmark = pytest.mark.asyncio

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from gateway.batching import AutoPipeline
+from gateway.autopipeline import AutoPipeline
 from gateway.cache.redis_store import RedisCacheStore
 from gateway.config import RedisSettings, Secret
 from gateway.redis_client import create_redis

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from gateway.cache.directives import format_http_date
 from gateway.errors import BadGateway, GatewayTimeout
+from gateway.http.dates import format_http_date
 from tests.cache.harness import START, Gateway, Reply, Seen, settle
 
 pytestmark = pytest.mark.asyncio

@@ -5,14 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gateway.cache import policy
-from gateway.cache.directives import (
-    DELTA_SECONDS_MAX,
-    CacheControl,
-    format_http_date,
-    parse_cache_control,
-    parse_http_date,
-)
 from gateway.cache.policy import Freshness, Reuse
+from gateway.http.cache_control import DELTA_SECONDS_MAX, CacheControl, parse_cache_control
+from gateway.http.dates import format_http_date, parse_http_date
 
 H = list[tuple[bytes, bytes]]
 NOW = 1_700_000_000.0

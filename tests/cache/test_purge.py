@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from gateway import config
 from gateway.admin_auth import AdminGuard
-from gateway.batching import AutoPipeline
+from gateway.autopipeline import AutoPipeline
 from gateway.cache.memory_store import MemoryCacheStore
 from gateway.cache.purge import purge_endpoint
 from gateway.cache.redis_store import RedisCacheStore

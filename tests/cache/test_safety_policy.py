@@ -9,11 +9,11 @@ import string
 import pytest
 
 from gateway.cache import policy
-from gateway.cache.directives import CacheControl, parse_cache_control
 from gateway.cache.keys import prefix_form, primary_key, target_form, url_of
 from gateway.cache.tee import TeeBudget
 from gateway.config import ERROR_STATUSES, parse_error_statuses
 from gateway.errors import ConfigError
+from gateway.http.cache_control import CacheControl, parse_cache_control
 
 H = list[tuple[bytes, bytes]]
 

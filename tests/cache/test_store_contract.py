@@ -13,7 +13,8 @@ import pytest
 import redis
 from redis.asyncio import Redis, RedisCluster
 
-from gateway.batching import AutoPipeline, CircuitBreaker
+from gateway.autopipeline import AutoPipeline
+from gateway.breaker import CircuitBreaker
 from gateway.cache.memory_store import MemoryCacheStore
 from gateway.cache.redis_store import RedisCacheStore, entry_name, lock_name, tag_name
 from gateway.cache.store import CacheStore, Lookup

@@ -20,7 +20,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from gateway.batching import AutoPipeline
+from gateway.autopipeline import AutoPipeline
 from gateway.ratelimit.limiter import Limiter, MemoryLimiter, RedisLimiter, counter_keys
 from gateway.ratelimit.policy import Decision, Limit, Strategy, parse_limits
 from tests.support.redis_server import RedisServer

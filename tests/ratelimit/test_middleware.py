@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.batching import AutoPipeline, CircuitBreaker
+from gateway.autopipeline import AutoPipeline
+from gateway.breaker import CircuitBreaker
 from gateway.config import RateLimitSettings, RedisSettings, Route, Settings
 from gateway.context import RequestContextMiddleware
 from gateway.ratelimit.limiter import MemoryLimiter, RedisLimiter

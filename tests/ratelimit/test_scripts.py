@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from gateway.ratelimit.limiter import counter_keys, emission_us
+from gateway.ratelimit.limiter import SCRIPT, counter_keys, emission_us
 from gateway.ratelimit.policy import Strategy, parse_limits
-from gateway.ratelimit.scripts import SOURCE
 from tests.support.redis_server import RedisServer
 
 
@@ -25,7 +24,7 @@ async def run(client: Redis, strategy: Strategy, text: str, cost: int) -> list[i
     for lim in parsed:
         args += [strategy, cost, 1, lim.amount, lim.period * 1000, emission_us(lim), lim.burst]
     keys = counter_keys("c", parsed, strategy)
-    return [int(v) for v in await client.eval(SOURCE, len(keys), *keys, *args)]
+    return [int(v) for v in await client.eval(SCRIPT.source, len(keys), *keys, *args)]
 
 
 @pytest.mark.parametrize("strategy", ["sliding", "fixed", "gcra"])

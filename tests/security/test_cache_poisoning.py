@@ -209,13 +209,14 @@ def test_cache_key_format_bump_never_serves_an_old_format_redis_entry(
     """An entry written under the old prefix and key (gw:c1:, unescaped fields) is not read."""
     import redis
 
-    from gateway.cache.exchange import Request, build_entry
+    from gateway.cache.relay import build_entry
+    from gateway.cache.request import CacheRequest
     from gateway.config import CacheSettings
 
     url = target("legacy", "max-age=60")
     old_key = f"{url}|http://api.example|default"
     entry = build_entry(
-        Request(old_key, "GET", [], CacheSettings()), 200,
+        CacheRequest(old_key, "GET", [], CacheSettings()), 200,
         [(b"cache-control", b"max-age=600"), (b"content-type", b"text/plain")], b"FORGED",
         request_time=time.time(), response_time=time.time(),
     )

@@ -16,7 +16,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from gateway.batching import AutoPipeline
+from gateway.autopipeline import AutoPipeline
 from gateway.config import RateLimitSettings, Route, Settings
 from gateway.environment import settings_from_env
 from gateway.errors import ConfigError

@@ -1,5 +1,5 @@
-"""The cache's two ways of answering: replaying a stored entry, and relaying the upstream's
-answer while teeing a storable body into the store.
+"""Relaying the upstream's answer through the cache: teeing a storable body into the store, or
+passing a bypassed answer on with the cache's headers.
 
 `Relay` decides at ``http.response.start``: pass the response on (adding the cache's headers and
 storing it when storable and small enough), or hold it back for the middleware (a 304 to freshen,
@@ -13,84 +13,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.cache import policy, validation
-from gateway.cache.directives import (
-    CacheControl,
-    Headers,
-    cache_control_of,
-    format_http_date,
-    header,
-    without,
-)
-from gateway.cache.entry import Entry
+from gateway.cache import policy
+from gateway.cache.entry import StoredResponse
+from gateway.cache.replay import cache_headers
+from gateway.cache.request import CacheRequest
 from gateway.cache.store import CacheStore
 from gateway.cache.tee import Feeder, TeeBudget
-from gateway.config import CacheSettings
 from gateway.errors import StoreUnavailable
+from gateway.http.cache_control import cache_control_of
+from gateway.http.dates import format_http_date
+from gateway.http.fields import header, without
+from gateway.http.headers import HOP_BY_HOP, connection_tokens
 from gateway.http.request import RequestInfo
+from gateway.types import Headers
 
 log = logging.getLogger("gateway.cache")
 
 #: Not stored with an entry: hop-by-hop fields, Age (recomputed, §4.2.3) and our own markers.
-NOT_STORED_FIELDS = validation.HOP_BY_HOP | {b"age", b"x-cache", b"content-length"}
-
-
-@dataclass(slots=True)
-class Request:
-    """The facts about one cacheable request that every step needs."""
-
-    key: str
-    method: str
-    headers: Headers
-    settings: CacheSettings
-    request_cc: CacheControl = field(default_factory=CacheControl)
-
-
-def cache_headers(
-    x_cache: bytes, status: bytes, age: float | None = None
-) -> list[tuple[bytes, bytes]]:
-    """Age (when answering from storage), Cache-Status (RFC 9211) and X-Cache."""
-    extra = [(b"cache-status", status), (b"x-cache", x_cache)]
-    if age is not None:
-        extra.insert(0, (b"age", str(int(age)).encode()))
-    return extra
-
-
-async def send_entry(
-    send: Send,
-    entry: Entry,
-    request: Request,
-    *,
-    now: float,
-    x_cache: bytes,
-    status: bytes,
-    conditional: bool = True,
-    own: Headers = (),
-) -> None:
-    """Answer from storage: the stored response, or a 304 when the request's validators match
-    (RFC 9111 §4.3.2). The stored Date is replayed and Age computed (§4.2.3). ``own`` are fields
-    meant for this client only (a Set-Cookie that came with its revalidation)."""
-    age = entry.age(now)
-    extra = [*own, *cache_headers(x_cache, status, age)]
-    if conditional and _is_conditional(request.headers) and validation.not_modified(
-        request.headers, entry.headers, entry.response_time, now
-    ):
-        headers = validation.not_modified_headers(entry.headers) + extra
-        await send({"type": "http.response.start", "status": 304, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
-        return
-    await send({"type": "http.response.start", "status": entry.status,
-                "headers": entry.headers + extra})
-    body = b"" if request.method == "HEAD" else entry.body
-    await send({"type": "http.response.body", "body": body})
-
-
-def _is_conditional(headers: Headers) -> bool:
-    return any(name in (b"if-none-match", b"if-modified-since") for name, _ in headers)
+NOT_STORED_FIELDS = HOP_BY_HOP | {b"age", b"x-cache", b"content-length"}
 
 
 async def forward_bypassing(
@@ -128,7 +71,7 @@ class Relay:
     def __init__(
         self,
         send: Send,
-        request: Request,
+        request: CacheRequest,
         store: CacheStore,
         *,
         request_time: float,
@@ -291,14 +234,14 @@ class Relay:
 
 
 def build_entry(
-    request: Request,
+    request: CacheRequest,
     status: int,
     headers: Headers,
     body: bytes,
     *,
     request_time: float,
     response_time: float,
-) -> Entry:
+) -> StoredResponse:
     """The entry for a storable response, with its freshness facts computed (§4.2)."""
     settings = request.settings
     response_cc = cache_control_of(headers)
@@ -308,17 +251,17 @@ def build_entry(
         route_swr=settings.stale_while_revalidate, route_sie=settings.stale_if_error,
     )
     withheld = NOT_STORED_FIELDS | policy.withheld_fields(response_cc)
-    withheld |= validation.connection_named(headers)
+    withheld |= connection_tokens(headers)
     stored = without(headers, withheld)
     stored.append((b"content-length", str(len(body)).encode()))
     vary = policy.vary_names(headers)
-    return Entry(
+    return StoredResponse(
         status, stored, body, request_time, response_time, response_time, freshness,
         policy.tags(headers), vary, policy.variant_material(vary, request.headers),
     )
 
 
-async def put_entry(store: CacheStore, request: Request, entry: Entry) -> bool:
+async def put_entry(store: CacheStore, request: CacheRequest, entry: StoredResponse) -> bool:
     """Store ``entry`` for as long as it can be useful; False if it was not stored."""
     ttl = entry.freshness.retention(validation_possible(entry))
     if ttl <= 0:
@@ -334,5 +277,5 @@ async def put_entry(store: CacheStore, request: Request, entry: Entry) -> bool:
     return True
 
 
-def validation_possible(entry: Entry) -> bool:
+def validation_possible(entry: StoredResponse) -> bool:
     return policy.has_validators(entry.headers)

@@ -1,34 +1,28 @@
-"""The server-side script that decides one request against all of a client's limits.
+-- Decides one request against all of a client's limits and charges them (ratelimit/limiter.py).
+--
+-- One EVALSHA per request: Redis runs the script atomically, so concurrent requests from any
+-- number of gateway processes are serialised on the server and can neither over-admit (read,
+-- then increment: Kong #5790, APISIX #12592) nor under-admit. Time is Redis TIME, never a
+-- gateway clock. The arithmetic is mirrored by limiter.MemoryLimiter; tests hold both to `limits`.
+--
+-- Strategies (all times are integers: windows in ms, gcra in µs):
+--   sliding: sliding-window counter over windows aligned to the epoch, as `limits`' counter:
+--            used = floor(previous * (window - offset) / window) + current.
+--   fixed:   a window opens at the first admitted hit and counts until it closes (as `limits`).
+--   gcra:    generic cell rate algorithm; emission interval T = period / amount, bucket `burst`.
+--            A request costing n fits when TAT + n*T - burst*T <= now.
+--
+-- KEYS: one counter per limit, all in one hash slot (`{...}` tag), so it runs on Redis Cluster.
+--       Several limit sets of one request (a per-IP ceiling and a per-API-key quota) are simply
+--       more keys: they are decided and charged together, atomically, in the same call.
+-- ARGV: [1] now in µs ("" = Redis TIME; tests pin it), [2] charge_rejected (0/1), then 7 per
+--       key: strategy, cost, enforce (1; 0 = shadow: counted, never refusing), amount,
+--       window_ms, emission_us, burst.
+-- Returns: {allowed (1/0), then per key: remaining, reset_ms, retry_ms}. The request is allowed
+--       when every enforced limit has room; then every limit with room is charged its cost (an
+--       enforced one always has). Every key written gets an expiry; rejected requests are not
+--       charged unless charge_rejected is 1.
 
-One EVALSHA per request: Redis runs the script atomically, so concurrent requests from any
-number of gateway processes are serialised on the server and can neither over-admit (read, then
-increment: Kong #5790, APISIX #12592) nor under-admit. Time is Redis `TIME`, never a gateway
-clock. The arithmetic is mirrored by `limiter.MemoryLimiter`; tests hold both to `limits`.
-
-Strategies (all times are integers: windows in ms, gcra in µs):
-
-- sliding: sliding-window counter over windows aligned to the epoch, as `limits`' counter:
-  used = floor(previous * (window - offset) / window) + current.
-- fixed: a window opens at the first admitted hit and counts until it closes (as `limits`).
-- gcra: generic cell rate algorithm; emission interval T = period / amount, bucket `burst`.
-  A request costing n fits when TAT + n*T - burst*T <= now.
-
-KEYS: one counter per limit, all in one hash slot (`{...}` tag), so it runs on Redis Cluster.
-Several limit sets of one request (a per-IP ceiling and a per-API-key quota) are simply more
-keys: they are decided and charged together, atomically, in the same call.
-ARGV: now in µs ("" = Redis TIME; tests pin it), charge_rejected (0/1), then per key: strategy,
-cost, enforce (1; 0 = shadow: counted, never refusing), amount, window_ms, emission_us, burst.
-Reply: {allowed, then per limit: remaining, reset_ms, retry_ms}. The request is allowed when
-every enforced limit has room; then every limit with room is charged its cost (an enforced one
-always has). Every key written gets an expiry, and rejected requests are not charged unless
-charge_rejected is 1.
-"""
-
-from __future__ import annotations
-
-from typing import Final
-
-SOURCE: Final = r"""
 local now_us
 if ARGV[1] == '' then
   local t = redis.call('TIME')
@@ -133,4 +127,3 @@ for i, s in ipairs(states) do
   reply[#reply + 1] = retry
 end
 return reply
-"""

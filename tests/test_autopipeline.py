@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from gateway.batching import AutoPipeline, CircuitBreaker, LuaScript
+from gateway.autopipeline import AutoPipeline
+from gateway.breaker import CircuitBreaker
 from gateway.errors import StoreUnavailable
+from gateway.lua import LuaScript
 from tests.support.blackhole import Blackhole
 from tests.support.redis_server import RedisServer
 

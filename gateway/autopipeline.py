@@ -10,71 +10,20 @@ request while Redis is down. Every failure surfaces as `StoreUnavailable`.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import logging
 import math
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import hiredis
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
+from gateway.breaker import CircuitBreaker
 from gateway.errors import StoreUnavailable
+from gateway.lua import LuaScript
+from gateway.redis_errors import REDIS_ERRORS, error_reply, unavailable
 
-log = logging.getLogger("gateway.redis")
 Arg = str | bytes | int | float
-
-
-class LuaScript:
-    """A server-side script, called by SHA and loaded on first NOSCRIPT."""
-
-    __slots__ = ("sha", "source")
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-
-
-class CircuitBreaker:
-    """Opens after `threshold` consecutive failures; lets one probe through after `cooldown`."""
-
-    def __init__(self, threshold: int = 3, cooldown: float = 2.0) -> None:
-        self.threshold = threshold
-        self.cooldown = cooldown
-        self.failures = 0
-        self.opened_at: float | None = None
-        self._probing = False
-
-    @property
-    def is_open(self) -> bool:
-        return self.opened_at is not None
-
-    def allow(self) -> bool:
-        if self.opened_at is None:
-            return True
-        if self._probing or time.monotonic() - self.opened_at < self.cooldown:
-            return False
-        self._probing = True  # half-open: exactly one flush tests the water
-        return True
-
-    def success(self) -> None:
-        if self.opened_at is not None:
-            log.warning("redis is answering again; circuit closed")
-        self.failures, self.opened_at, self._probing = 0, None, False
-
-    def failure(self) -> None:
-        self.failures += 1
-        self._probing = False
-        if self.opened_at is not None:
-            self.opened_at = time.monotonic()  # failed probe: wait another cooldown
-        elif self.failures >= self.threshold:
-            self.opened_at = time.monotonic()
-            log.warning(
-                "redis failed %d times in a row; circuit open for %.1fs (bypassing it)",
-                self.failures, self.cooldown,
-            )
 
 
 _Pending = tuple[tuple[Arg, ...], "asyncio.Future[Any]", LuaScript | None]
@@ -134,11 +83,9 @@ class AutoPipeline:
                     again = [(_as_eval(batch[i]), batch[i][1], None) for i in retry]
                     for i, reply in zip(retry, await self._run(again), strict=True):
                         replies[i] = reply
-        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
-            # RedisClusterException is not a RedisError: Cluster unreachable at start-up, no
-            # node for a slot, a cross-slot command. Uncaught, it cancelled every caller.
+        except REDIS_ERRORS as exc:  # uncaught, any of them would cancel every caller
             self.breaker.failure()
-            failure = StoreUnavailable(f"redis unavailable: {type(exc).__name__}")
+            failure = unavailable(exc)
             for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(failure)
@@ -153,7 +100,7 @@ class AutoPipeline:
             if future.done():
                 continue
             if isinstance(reply, ResponseError):
-                future.set_exception(StoreUnavailable(f"redis error reply: {reply}"))
+                future.set_exception(error_reply(reply))
             else:
                 future.set_result(reply)
 

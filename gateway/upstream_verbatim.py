@@ -16,7 +16,7 @@ import httpx
 from gateway.errors import BadGateway, GatewayTimeout
 
 
-class _ExactResponse:
+class _VerbatimResponse:
     __slots__ = ("_chunks", "_eof", "_response", "headers", "status")
 
     def __init__(self, response: httpx.Response) -> None:
@@ -50,7 +50,9 @@ class _ExactResponse:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
-class ExactUpstream:
+class VerbatimUpstream:
+    """Sends a request with its header bytes exactly as given (httpx transport, no client)."""
+
     def __init__(self, connect_timeout: float, max_connections: int) -> None:
         self._timeout = {"connect": connect_timeout, "read": None, "write": None, "pool": None}
         self._transport = httpx.AsyncHTTPTransport(
@@ -64,7 +66,7 @@ class ExactUpstream:
         target: bytes,
         headers: Sequence[tuple[bytes, bytes]],
         body: bytes | AsyncIterator[bytes] | None,
-    ) -> _ExactResponse:
+    ) -> _VerbatimResponse:
         url = httpx.URL(origin).copy_with(raw_path=target)
         request = httpx.Request(
             method, url, headers=list(headers), content=body,
@@ -76,7 +78,7 @@ class ExactUpstream:
             raise GatewayTimeout("The upstream server did not answer in time.") from None
         except httpx.TransportError as exc:
             raise BadGateway("The upstream server could not be reached.") from exc
-        return _ExactResponse(response)
+        return _VerbatimResponse(response)
 
     async def aclose(self) -> None:
         await self._transport.aclose()
