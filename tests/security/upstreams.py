@@ -41,11 +41,19 @@ class _Server:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def _tracked(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.add(writer)
+        try:
+            await self.handle(reader, writer)
+        finally:
+            self.writers.discard(writer)
 
     def start(self) -> None:
         self.thread.start()
         future = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self.handle, "127.0.0.1", self.port), self.loop
+            asyncio.start_server(self._tracked, "127.0.0.1", self.port), self.loop
         )
         self.server = future.result(10)
 
@@ -53,6 +61,9 @@ class _Server:
         async def close() -> None:
             assert self.server is not None
             self.server.close()
+            for writer in list(self.writers):  # connections still open: closed with the loop
+                writer.close()
+            await asyncio.sleep(0.05)
 
         asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
