@@ -10,6 +10,7 @@ somewhere deep in an end-to-end test (or not at all). They run against the locke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import inspect
 import math
@@ -54,9 +55,33 @@ def moved(library: str, internal: str, review: str) -> str:
     return f"{library} internal changed: {internal}. Review {review} (see docs/dependencies.md)."
 
 
+_WRITERS: dict[asyncio.Server, set[asyncio.StreamWriter]] = {}
+
+
 async def serve(handler: Handler) -> tuple[asyncio.Server, int]:
-    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    writers: set[asyncio.StreamWriter] = set()
+
+    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.add(writer)
+        try:
+            await handler(reader, writer)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(tracked, "127.0.0.1", 0)
+    _WRITERS[server] = writers
     return server, server.sockets[0].getsockname()[1]
+
+
+async def stop(server: asyncio.Server) -> None:
+    """Close the server and every connection it accepted, before the test's loop closes (an
+    open transport collected later is a ResourceWarning, an error in this suite)."""
+    server.close()
+    for writer in _WRITERS.pop(server, set()):
+        writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.wait_closed(), 1)
+    await server.wait_closed()
 
 
 async def read_head(reader: asyncio.StreamReader) -> bytes:
@@ -290,7 +315,7 @@ async def test_aiohttp_response_exposes_raw_headers_and_streams_undecoded_body()
             received += chunk
         at_eof = response.content.at_eof()
         response.release()
-    server.close()
+    await stop(server)
     assert (b"X-Mixed-Case", b"v\xc3\xa9") in raw, moved(
         "aiohttp",
         "ClientResponse.raw_headers no longer holds the received (bytes, bytes) pairs",
@@ -344,7 +369,7 @@ async def test_httpx_transport_sends_header_bytes_verbatim_and_streams_raw() -> 
     received = b"".join([chunk async for chunk in stream])
     await response.aclose()
     await transport.aclose()
-    server.close()
+    await stop(server)
     assert seen[0].startswith(b"GET /a%2Fb?x=%20 HTTP/1.1\r\n"), moved(
         "httpx",
         "URL.copy_with(raw_path=...) no longer sends the target byte for byte",
@@ -376,7 +401,7 @@ async def test_httpx_per_request_timeout_extension_is_honoured() -> None:
         await transport.handle_async_request(request)
     elapsed = time.monotonic() - started
     await transport.aclose()
-    server.close()
+    await stop(server)
     assert elapsed < 3, moved(
         "httpx/httpcore",
         "request.extensions['timeout'] keys connect/read/write/pool ignored",
