@@ -27,6 +27,7 @@ from gateway.cache.directives import (
     without,
 )
 from gateway.cache.entry import Entry
+from gateway.cache.keys import loggable
 from gateway.cache.store import CacheStore
 from gateway.cache.tee import Feeder, TeeBudget
 from gateway.config import CacheSettings
@@ -329,7 +330,7 @@ async def put_entry(store: CacheStore, request: Request, entry: Entry) -> bool:
             entry.tags,
         )
     except StoreUnavailable:
-        log.debug("cache store unavailable; not stored: %s", request.key)
+        log.debug("cache store unavailable; not stored: %s", loggable(request.key))
         return False
     return True
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 
 from tests.security.raw import connect, exchange, read_until_closed, statuses
@@ -200,3 +201,42 @@ def test_connection_header_cannot_strip_the_gateways_own_forwarding_fields(
     assert seen.header(b"x-request-id") == b"client-id-1"
     assert seen.header(b"host") == f"127.0.0.1:{recorder.port}".encode()
     assert seen.header(b"connection") is None
+
+
+# -- secrets in logs ------------------------------------------------------------------------
+
+
+def test_failed_background_refresh_logs_the_cache_key_without_its_query_string() -> None:
+    # Query strings often carry tokens; the access log leaves them out, and so must the cache's
+    # own lines (here the debug line of a stale-while-revalidate refresh whose upstream is gone).
+    from tests.support.upstream import UpstreamServer
+
+    server = UpstreamServer()
+    upstream = server.start()
+    gateway = GatewayProcess(
+        {
+            "GATEWAY_UPSTREAM_URL": upstream.url,
+            "GATEWAY_CACHE_ENABLED": "true",
+            "GATEWAY_LOG_LEVEL": "debug",
+            "GATEWAY_UPSTREAM_TIMEOUT": "2",
+        }
+    )
+    try:
+        gateway.start()
+        url = (
+            f"{gateway.url}/cache/refresh-log?cc=max-age%3D1%2C%20stale-while-revalidate%3D30"
+            "&api_key=SECRET-QUERY-TOKEN"
+        )
+        assert httpx.get(url).headers["x-cache"] == "MISS"
+        server.stop()
+        time.sleep(1.5)  # the entry is stale now, inside its stale-while-revalidate window
+        assert httpx.get(url).headers["x-cache"] == "STALE"
+        deadline = time.monotonic() + 10
+        while "background refresh of" not in gateway.logs() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        gateway.stop()
+        server.stop()
+    logs = gateway.logs()
+    assert "background refresh of /cache/refresh-log?..." in logs
+    assert "SECRET-QUERY-TOKEN" not in logs
