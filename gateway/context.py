@@ -91,7 +91,8 @@ class RequestContextMiddleware:
         """The normalised path, the host (an absolute-form target's authority wins, RFC 9112
         §3.2.2) and whether the path was rewritten (then also in the scope)."""
         raw: bytes = scope.get("raw_path") or scope["path"].encode()
-        if not raw.startswith(b"/"):
+        absolute_form = not raw.startswith(b"/")
+        if absolute_form:
             absolute = _ABSOLUTE.fullmatch(raw)
             if absolute is None or absolute.group(1).lower() not in _SCHEMES:
                 raise _bad_request("The request target must be a path or an http(s) URL.")
@@ -109,7 +110,9 @@ class RequestContextMiddleware:
         except PathRejected as exc:
             raise _bad_request(str(exc)) from None
         if path is raw:
-            return path, host, False
+            # An absolute-form target is another spelling of its path (`http://h/__gateway/x`
+            # passes an outer proxy's check of the plain `/__gateway` prefix): a rewrite too.
+            return path, host, absolute_form
         scope["raw_path"] = path
         scope["path"] = urllib.parse.unquote(path.decode("ascii"))
         return path, host, True

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from starlette.types import ASGIApp, Message, Scope
 
 from gateway.cache.entry import StoredResponse
+from gateway.cache.keys import loggable
 from gateway.cache.request import CacheRequest
 from gateway.cache.revalidate import revalidate
 from gateway.cache.store import CacheStore
@@ -121,9 +122,9 @@ class Refresher:
             finally:
                 await store.unlock(request.key, token)
         except (StoreUnavailable, GatewayError) as exc:
-            log.debug("background refresh of %s failed: %s", request.key, exc)
+            log.debug("background refresh of %s failed: %s", loggable(request.key), exc)
         except Exception:
-            log.exception("background refresh of %s failed", request.key)
+            log.exception("background refresh of %s failed", loggable(request.key))
         finally:
             done.set()
             self._running.discard(request.key)

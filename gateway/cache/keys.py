@@ -94,6 +94,14 @@ def url_of(key: str) -> str:
     return key.partition("|")[0]
 
 
+def loggable(key: str) -> str:
+    """A primary key fit for a log line: its query is replaced by ``?...`` (query strings often
+    carry tokens, and logs are kept longer and read more widely than the cache)."""
+    target, separator, rest = key.partition("|")
+    path, question, _ = target.partition("?")
+    return path + ("?..." if question else "") + separator + rest
+
+
 def vary_names(response_headers: Headers) -> str:
     """The normalized Vary of a response: sorted unique lowercase names, comma-separated."""
     return ",".join(sorted(set(list_members(combined(response_headers, b"vary")))))

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.cache import policy
 from gateway.cache.entry import StoredResponse
+from gateway.cache.keys import loggable
 from gateway.cache.replay import cache_headers
 from gateway.cache.request import CacheRequest
 from gateway.cache.store import CacheStore
@@ -272,7 +273,7 @@ async def put_entry(store: CacheStore, request: CacheRequest, entry: StoredRespo
             entry.tags,
         )
     except StoreUnavailable:
-        log.debug("cache store unavailable; not stored: %s", request.key)
+        log.debug("cache store unavailable; not stored: %s", loggable(request.key))
         return False
     return True
 

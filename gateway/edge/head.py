@@ -118,6 +118,12 @@ def check(head: bytes, limits: Limits) -> Head | Rejection:
         return Head(head, None)
     if not _TOKEN.fullmatch(method):
         return Rejection(400, "Malformed request method.")
+    if method.upper() != method:
+        # Methods are case-sensitive (RFC 9110 §9.1), but the upstream client sends every
+        # method upper-cased: `trace` would pass every rule here as an unknown method and
+        # reach the upstream as TRACE (`post` would cost what an unknown method costs, `get`
+        # would forward its body). NGINX refuses lower-case methods as well.
+        return Rejection(400, "Request methods must be upper-case.")
     return Head(STAND_IN + head[len(method) :], method)
 
 
