@@ -29,7 +29,7 @@ from gateway.errors import (
     send_problem,
 )
 from gateway.http.fields import combined, header
-from gateway.http.headers import forward_request_headers
+from gateway.http.headers import cache_key_fields, forward_request_headers
 from gateway.http.host import normalise_host
 from gateway.http.identity import is_trusted, resolve
 from gateway.http.paths import PathRejected, normalise_path
@@ -170,6 +170,8 @@ class RequestContextMiddleware:
                 scheme=scheme.encode(), host=host.encode(), request_id=request_id.encode(),
                 allowed=self.allowed_headers[route.name],
             )
+            if trusted or self.allowed_headers[route.name]:
+                info.key_fields = cache_key_fields(info.headers, self.allowed_headers[route.name])
         return info
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -52,7 +52,7 @@ async def invalidate(
         route = info.route if path == raw_path else runtime.routes.match(path)
         if route is not None and route.cache.enabled:
             keys.append(policy.primary_key(
-                info.scheme, info.host, route.name, path, query, route.cache.ignore_query_params
+                info.scheme, info.cache_authority, route.name, path, query, route.cache.ignore_query_params
             ))
     results = await asyncio.gather(*(store.invalidate(key) for key in keys), return_exceptions=True)
     for result in results:

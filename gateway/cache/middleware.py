@@ -96,7 +96,7 @@ class CacheMiddleware:
             return None
         settings = route.cache
         key = policy.primary_key(
-            info.scheme, info.host, route.name, info.path, scope.get("query_string", b""),
+            info.scheme, info.cache_authority, route.name, info.path, scope.get("query_string", b""),
             settings.ignore_query_params,
         )
         # Vary selects on the fields as forwarded (the gateway's own X-Forwarded-For, not the

@@ -54,6 +54,23 @@ FORWARDING_PREFIX = b"x-forwarded-"
 TRUSTED_KEPT = frozenset({b"forwarded", b"x-real-ip", b"x-forwarded-port", b"x-forwarded-prefix"})
 
 
+#: Forwarded fields that are passed on (from a trusted proxy, or by a route's `forward_headers`)
+#: and that an upstream may build links or decisions from: they join the cache key, so an
+#: answer computed from one value is never served for another (`cache_key_fields`). X-Real-IP
+#: is not among them: like X-Forwarded-For it names the client, set by the trusted proxy.
+KEYED_WHEN_FORWARDED = frozenset({b"forwarded", b"x-forwarded-port", b"x-forwarded-prefix"})
+
+
+def cache_key_fields(headers: Headers, allowed: frozenset[bytes]) -> str:
+    """The passed-on forwarding fields (and a route's allowed ones) as cache-key material:
+    "" when there are none, the common case."""
+    parts = [
+        name + b"=" + value for name, value in headers
+        if name in KEYED_WHEN_FORWARDED or name in allowed
+    ]
+    return b"\n".join(parts).decode("latin-1")
+
+
 def is_forwarding(name: bytes) -> bool:
     """Whether the (lowercase) field name belongs to the forwarding/override family."""
     return name in FORWARDING_FAMILY or name.startswith(FORWARDING_PREFIX)

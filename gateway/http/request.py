@@ -31,6 +31,7 @@ class RequestInfo:
         "extra_response_headers",
         "forwarded_for",
         "headers",
+        "key_fields",
         "host",
         "path",
         "peer_ip",
@@ -72,11 +73,20 @@ class RequestInfo:
         self.host = host  # validated, lowercase host[:port]; "" for HTTP/1.0 without Host
         self.forwarded_for = forwarded_for  # the verified X-Forwarded-For chain, peer last
         self.headers = headers
+        # Passed-on forwarding fields that are part of the cache key (http.headers
+        # cache_key_fields); "" for almost every request.
+        self.key_fields = ""
         self.body_length = body_length  # Content-Length; 0: no body; None: chunked, unknown
         self.started = started
         self.cache_status = ""
         self.status = 0
         self.extra_response_headers: RawHeaders = []
+
+    @property
+    def cache_authority(self) -> str:
+        """The host as the cache key names it: with the passed-on forwarding fields, which an
+        upstream may build its answer from (a validated host never contains '#')."""
+        return f"{self.host}#{self.key_fields}" if self.key_fields else self.host
 
     def detached(self) -> RequestInfo:
         """A copy for a background request: same facts, its own response bookkeeping."""

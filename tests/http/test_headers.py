@@ -84,3 +84,13 @@ def test_response_headers_strip_hop_by_hop_and_add_via() -> None:
     assert out == [(b"date", b"d"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2"),
                    (b"via", b"1.1 gateway")]
     assert (b"via", b"1.0 cdn, 1.1 gateway") in response_headers([(b"via", b"1.0 cdn")])
+
+
+def test_cache_key_fields_name_the_passed_on_forwarding_fields_and_allowed_ones_only() -> None:
+    from gateway.http.headers import cache_key_fields
+
+    headers = [(b"accept", b"*/*"), (b"x-forwarded-prefix", b"/app"), (b"x-real-ip", b"1.2.3.4"),
+               (b"forwarded", b"host=a"), (b"x-tenant-route", b"blue")]
+    assert cache_key_fields(headers, frozenset()) == "x-forwarded-prefix=/app\nforwarded=host=a"
+    assert cache_key_fields(headers, frozenset({b"x-tenant-route"})).endswith("x-tenant-route=blue")
+    assert cache_key_fields([(b"accept", b"*/*")], frozenset()) == ""

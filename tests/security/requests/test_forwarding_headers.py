@@ -172,3 +172,25 @@ def test_trusted_proxy_keeps_the_standard_fields_but_never_the_override_ones(
     assert seen.header(b"x-forwarded-port") == b"443"
     for name in (b"x-original-url", b"x-http-method-override", b"true-client-ip"):
         assert seen.header(name) is None
+
+
+def test_forwarding_fields_a_trusted_proxy_passes_on_are_keyed_so_they_never_poison_a_clean_hit(
+    trusting: GatewayProcess, recording: RecordingUpstream
+) -> None:
+    """Behind a trusted proxy that passes client-sent X-Forwarded-Prefix/-Port and Forwarded
+    on, an upstream building links from them must not have its answer shared with clients
+    that sent other values (or none): those fields join the cache key."""
+    target = unique("trusted-prefix")
+    poisoned = (
+        b"Host: edge.test\r\nX-Forwarded-Prefix: //evil.example\r\n"
+        b"Forwarded: host=evil.example\r\nX-Forwarded-Port: 8443\r\n"
+    )
+    status, headers, body = request(trusting.port, target, headers=poisoned)
+    assert status == 200 and headers[b"x-cache"] == b"MISS"
+    assert b"evil.example" in body  # the reflecting upstream built its answer from them
+    status, headers, body = request(trusting.port, target)
+    assert status == 200 and headers[b"x-cache"] == b"MISS"  # a clean client: another entry
+    assert b"evil.example" not in body
+    status, headers, body = request(trusting.port, target, headers=poisoned)
+    assert headers[b"x-cache"] == b"HIT" and b"evil.example" in body  # same fields: shared
+    assert len(recording.requests) == 2
