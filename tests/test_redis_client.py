@@ -34,6 +34,11 @@ def test_tls_and_url_forms() -> None:
     assert url.connection_pool.connection_kwargs["port"] == 6380
 
 
+def _connection_kwargs(client: object) -> dict[str, object]:
+    assert isinstance(client, Redis)  # standalone settings build a standalone client
+    return dict(client.connection_pool.connection_kwargs)
+
+
 def test_a_url_without_credentials_logs_in_as_redis_username_and_the_urls_own_win() -> None:
     """GATEWAY_RATE_LIMIT_REDIS_URL=redis://redis-counters:6379/0 with REDIS_USERNAME=gateway
     (docker-compose.yml, deploy/kubernetes): without the user, the client would AUTH as
@@ -41,13 +46,13 @@ def test_a_url_without_credentials_logs_in_as_redis_username_and_the_urls_own_wi
     env = {"REDIS_HOST": "cache", "REDIS_USERNAME": "gateway", "REDIS_PASSWORD": "pw"}
     counters = settings(**env, GATEWAY_RATE_LIMIT_REDIS_URL="redis://redis-counters:6379/0")
     assert counters.counters_redis is not None
-    kwargs = create_redis(counters.counters_redis).connection_pool.connection_kwargs
+    kwargs = _connection_kwargs(create_redis(counters.counters_redis))
     assert (kwargs["host"], kwargs["username"], kwargs["password"]) == ("redis-counters", "gateway", "pw")
     for url in ("redis://own:secret@cache:6379/0", "redis://cache:6379/0?username=own&password=secret"):
-        kwargs = create_redis(settings(**env, REDIS_URL=url).redis).connection_pool.connection_kwargs
+        kwargs = _connection_kwargs(create_redis(settings(**env, REDIS_URL=url).redis))
         assert (kwargs["username"], kwargs["password"]) == ("own", "secret")
     # Nothing set: no AUTH at all, as before.
-    kwargs = create_redis(settings(REDIS_URL="redis://cache:6379/0").redis).connection_pool.connection_kwargs
+    kwargs = _connection_kwargs(create_redis(settings(REDIS_URL="redis://cache:6379/0").redis))
     assert kwargs.get("username") is None and kwargs.get("password") is None
 
 

@@ -41,7 +41,7 @@ FORWARDING_FAMILY = frozenset({
     b"x-envoy-external-address", b"x-custom-ip-authorization",
     # which host, scheme or port was asked for
     b"x-host", b"x-original-host", b"x-real-host", b"front-end-https", b"x-url-scheme",
-    b"x-scheme", b"x-https",
+    b"x-scheme", b"x-https", b"x-http-host-override",
     # which URL or method was "really" requested
     b"x-original-url", b"x-original-uri", b"x-rewrite-url", b"x-envoy-original-path",
     b"x-http-method-override", b"x-http-method", b"x-method-override",
@@ -59,6 +59,11 @@ TRUSTED_KEPT = frozenset({b"forwarded", b"x-real-ip", b"x-forwarded-port", b"x-f
 #: answer computed from one value is never served for another (`cache_key_fields`). X-Real-IP
 #: is not among them: like X-Forwarded-For it names the client, set by the trusted proxy.
 KEYED_WHEN_FORWARDED = frozenset({b"forwarded", b"x-forwarded-port", b"x-forwarded-prefix"})
+
+
+#: Field-name bytes an upstream reads unambiguously; CGI-style servers map `_` and `.` to `-`,
+#: so `X_Forwarded_For` or `X.Forwarded.For` could pass for a field the gateway sets.
+_NAME_BYTES = b"abcdefghijklmnopqrstuvwxyz0123456789-"
 
 
 def cache_key_fields(headers: Headers, allowed: frozenset[bytes]) -> str:
@@ -130,8 +135,8 @@ def forward_request_headers(
         if key in allowed:
             out.append((key, value))
             continue
-        if key in GATEWAY_SET or b"_" in key:
-            continue
+        if key in GATEWAY_SET or key.translate(None, _NAME_BYTES):
+            continue  # names with bytes other than a-z 0-9 - (NGINX's ignore_invalid_headers)
         if key in FORWARDING_FAMILY or key.startswith(FORWARDING_PREFIX):
             if trusted_peer and key in TRUSTED_KEPT:
                 out.append((key, value))

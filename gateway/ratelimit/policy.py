@@ -21,8 +21,8 @@ from typing import Final, Literal, cast
 import limits
 
 from gateway.config import RateLimitSettings, Route, Settings
-from gateway.errors import ConfigError
-from gateway.http.fields import header
+from gateway.errors import BadRequest, ConfigError
+from gateway.http.fields import header_values
 from gateway.http.identity import client_group
 from gateway.http.identity import is_trusted as _in_networks  # a plain membership test
 from gateway.types import RawHeaders
@@ -130,7 +130,12 @@ class RatePolicy:
         parts: list[str] = []
         for part in self.key:
             if part.startswith("header:"):
-                value = (header(headers, part[7:].encode("latin-1")) or b"").decode("latin-1").strip()
+                values = header_values(headers, part[7:].encode("latin-1"))
+                if len(values) > 1:
+                    # The limiter would count one copy while the upstream may honour another
+                    # (the last, or a joined list): a fresh bucket per request for a real key.
+                    raise BadRequest(f"More than one {part[7:]} field: a rate-limit key is one value.")
+                value = values[0].decode("latin-1").strip() if values else ""
                 if value in self.exempt_values:
                     return None
                 # A secret (an API key) is never stored in Redis as is.

@@ -101,6 +101,16 @@ def test_header_key_falls_back_to_the_client_address() -> None:
     assert with_key is not None and "k-1" not in with_key  # secrets are not stored as is
 
 
+def test_a_repeated_key_header_is_refused_400_so_a_random_first_copy_cannot_split_the_bucket() -> None:
+    """`X-API-Key: <random>` then `X-API-Key: <leaked>`: counting the first copy while the
+    upstream honours the last would give every request a fresh bucket."""
+    from gateway.errors import BadRequest
+
+    p = policy(key="header:X-API-Key")
+    with pytest.raises(BadRequest, match="More than one"):
+        p.identity("203.0.113.9", [(b"x-api-key", b"random-1"), (b"x-api-key", b"leaked")], "api")
+
+
 def test_route_global_and_combinations() -> None:
     assert policy(key="route").identity("1.1.1.1", [], "a") == policy(key="route").identity(
         "2.2.2.2", [], "a"

@@ -70,6 +70,27 @@ def test_inventing_a_new_api_key_per_request_escapes_a_header_keyed_limit_alone(
     assert len(upstream.requests) == 20
 
 
+def test_a_random_first_copy_of_the_key_header_before_a_leaked_key_is_refused_400_upstream_sees_nothing(
+    gateway_factory: GatewayFactory, upstream: RecordingUpstream, redis_url: str, tmp_path: Path
+) -> None:
+    """`X-Api-Key: <random>` then `X-Api-Key: <leaked>`: the limiter would count the first copy
+    while an upstream may honour the last; a repeated key header is refused instead."""
+    gw = gateway_factory(
+        {
+            "REDIS_URL": redis_url,
+            "GATEWAY_UPSTREAM_URL": "",
+            "GATEWAY_ROUTES_FILE": routes_file(tmp_path, upstream, PER_KEY),
+        }
+    )
+    answers = [
+        httpx.get(f"{gw.url}/api/x", headers=[("X-Api-Key", f"random-{i}"), ("X-Api-Key", "leaked")])
+        for i in range(3)
+    ]
+    assert [a.status_code for a in answers] == [400] * 3
+    assert answers[0].headers["content-type"] == "application/problem+json"
+    assert upstream.requests == []
+
+
 def test_inventing_a_new_api_key_per_request_is_held_by_the_ip_ceiling_with_429(
     gateway_factory: GatewayFactory, upstream: RecordingUpstream, redis_url: str, tmp_path: Path
 ) -> None:

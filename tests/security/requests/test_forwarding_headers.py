@@ -108,6 +108,25 @@ def test_underscore_header_names_are_dropped_and_hyphenated_ones_pass(
     assert [(k, v) for k, v in seen.headers if b"api" in k.lower()] == [(b"x-api-key", b"k3")]
 
 
+def test_header_names_with_dots_or_other_odd_bytes_are_dropped_like_underscores(
+    edge: GatewayProcess, recording: RecordingUpstream
+) -> None:
+    """CGI-style servers map `.` (and `_`) to `-`: `X.Forwarded.For` could pass for a field the
+    gateway sets. NGINX's ignore_invalid_headers drops such names; so does the gateway."""
+    status, _, _ = request(
+        edge.port,
+        b"/limited/echo",
+        headers=(
+            b"Host: edge.test\r\nX-Tenant: dots\r\nX.Forwarded.For: 6.6.6.6\r\n"
+            b"X-Api+Key: k1\r\nX-Http-Host-Override: evil.example\r\nX-Api-Key: k3\r\n"
+        ),
+    )
+    assert status == 200
+    seen = recording.requests[-1]
+    assert all(b"6.6.6.6" not in v and b"evil.example" not in v for _, v in seen.headers)
+    assert [(k, v) for k, v in seen.headers if b"api" in k.lower()] == [(b"x-api-key", b"k3")]
+
+
 def test_route_forward_headers_lets_the_named_field_through_and_no_other(
     edge: GatewayProcess, recording: RecordingUpstream
 ) -> None:
