@@ -189,8 +189,14 @@ NOT_OURS = {
 
 def documented_files() -> list[Path]:
     """Everything a user or operator reads that may name a variable."""
-    files = [README, ROOT / "CONTRIBUTING.md", ROOT / "CHANGELOG.md", ROOT / "Dockerfile",
-             ROOT / "docker-compose.yml", *pages()]
+    files = [
+        README,
+        ROOT / "CONTRIBUTING.md",
+        ROOT / "CHANGELOG.md",
+        ROOT / "Dockerfile",
+        ROOT / "docker-compose.yml",
+        *pages(),
+    ]
     for folder in (ROOT / "deploy", ROOT / "redis"):
         files += [p for p in folder.rglob("*") if p.is_file()]
     return files
