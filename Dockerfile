@@ -47,5 +47,5 @@ EXPOSE 8080
 # not consult *_proxy variables, so a proxy configured for the container cannot intercept it).
 # Follows GATEWAY_PORT and GATEWAY_ADMIN_PREFIX; defaults are http://127.0.0.1:8080/__gateway/health.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import http.client as h, os, sys; c = h.HTTPConnection('127.0.0.1', int(os.environ.get('GATEWAY_PORT', '8080')), timeout=2); c.request('GET', os.environ.get('GATEWAY_ADMIN_PREFIX', '/__gateway') + '/health'); sys.exit(0 if c.getresponse().status == 200 else 1)"]
+    CMD ["python", "-c", "import http.client as h, os, sys; c = h.HTTPConnection('127.0.0.1', int(os.environ.get('GATEWAY_ADMIN_PORT') or os.environ.get('GATEWAY_PORT', '8080')), timeout=2); c.request('GET', os.environ.get('GATEWAY_ADMIN_PREFIX', '/__gateway') + '/health'); sys.exit(0 if c.getresponse().status == 200 else 1)"]
 CMD ["python", "-m", "gateway"]

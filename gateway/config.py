@@ -422,7 +422,7 @@ class EdgeSettings:
     keepalive_timeout: float = env("GATEWAY_KEEPALIVE_TIMEOUT", parse_timeout, 75.0)
     body_timeout: float = env("GATEWAY_BODY_TIMEOUT", parse_timeout, 60.0)
     max_connections: int = env("GATEWAY_MAX_CONNECTIONS", parse_positive_int, 1024)
-    admin_host: str | None = env("GATEWAY_ADMIN_HOST", parse_text, None)
+    admin_host: str | None = env("GATEWAY_ADMIN_HOST", parse_listen_host, None)
     admin_port: int | None = env("GATEWAY_ADMIN_PORT", parse_port, None)
     admin_max_connections: int = env("GATEWAY_ADMIN_MAX_CONNECTIONS", parse_positive_int, 64)
 

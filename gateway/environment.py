@@ -30,8 +30,12 @@ UPSTREAM_URL = "GATEWAY_UPSTREAM_URL"
 ROUTES_FILE = "GATEWAY_ROUTES_FILE"
 _OWN_PREFIXES = ("GATEWAY_", "REDIS_")
 #: Names other software puts into an environment under our prefixes and that are not ours:
-#: Kubernetes service links for a Service named "gateway" or "redis".
-_FOREIGN = re.compile(r"(GATEWAY|REDIS)_(SERVICE_(HOST|PORT)(_\w+)?|PORT_\d+_(TCP|UDP|SCTP)(_\w+)?)")
+#: Kubernetes service links for a Service named "gateway", "redis" or "redis-<anything>"
+#: (`REDIS_COUNTERS_SERVICE_HOST`, `REDIS_PORT_6379_TCP_ADDR`, `REDIS_COUNTERS_PORT=tcp://...`).
+_FOREIGN = re.compile(
+    r"(GATEWAY|REDIS)(_[A-Z0-9]+)*_(SERVICE_(HOST|PORT)(_\w+)?|PORT_\d+_(TCP|UDP|SCTP)(_\w+)?)"
+)
+_LINK_VALUE = ("tcp://", "udp://", "sctp://")
 
 
 def _env_fields(cls: type) -> list[Field[Any]]:
@@ -67,6 +71,8 @@ def check_unknown(environ: Mapping[str, str]) -> None:
     for name in sorted(environ):
         if not name.startswith(_OWN_PREFIXES) or name in known or _FOREIGN.fullmatch(name):
             continue
+        if name.endswith("_PORT") and environ[name].strip().lower().startswith(_LINK_VALUE):
+            continue  # <SERVICE>_PORT=tcp://ip:port of a service link
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
         hint = f"; did you mean {close[0]}?" if close else " (see the configuration reference)"
         raise ConfigError(name, f"is not a setting of the gateway{hint}")

@@ -284,15 +284,22 @@ class _Health(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.parametrize("admin_port", [False, True])
 @pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
-def test_image_healthcheck_asks_the_health_endpoint(status: int, healthy: bool) -> None:
+def test_image_healthcheck_asks_the_health_endpoint(status: int, healthy: bool, admin_port: bool) -> None:
+    """On the admin listener when GATEWAY_ADMIN_PORT is set (the main one answers 404 there)."""
     healthcheck = next(a for k, a in dockerfile() if k == "HEALTHCHECK")
     argv = json.loads(healthcheck.split("CMD", 1)[1])
     assert argv[0] == "python"
     handler = type("Handler", (_Health,), {"status": status})
     with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        env = {**os.environ, "GATEWAY_PORT": str(server.server_address[1])}
+        port = str(server.server_address[1])
+        env = {**os.environ, "GATEWAY_PORT": port}
+        if admin_port:
+            env.update(GATEWAY_PORT="1", GATEWAY_ADMIN_PORT=port)  # nothing listens on port 1
+        else:
+            env.pop("GATEWAY_ADMIN_PORT", None)
         env.pop("GATEWAY_ADMIN_PREFIX", None)
         result = subprocess.run([sys.executable, *argv[1:]], env=env, timeout=10, check=False)
         server.shutdown()

@@ -163,3 +163,87 @@ def test_no_file_refers_to_notes_that_are_not_in_the_repository() -> None:
         if name in path.read_text(encoding="utf-8", errors="replace") and (ROOT / name).exists() is False
     )
     assert not cited, cited
+
+
+# -- the configuration reference against the variables the gateway reads ----------------------
+
+CONFIGURATION = DOCS / "configuration.md"
+OUR_VARIABLE = re.compile(r"\b(?:GATEWAY|REDIS)_[A-Z0-9_]*[A-Z0-9]\b")
+#: Names under our prefixes that the documentation and deployment files mention and that are,
+#: on purpose, not settings of the gateway. Each is checked below to be what it says it is.
+NOT_OURS = {
+    # Read by the Redis container's entrypoint (deploy/kubernetes/redis/entrypoint.sh), not by
+    # the gateway; the gateway never runs with them.
+    "REDIS_ACL_FILE": "redis entrypoint",
+    "REDIS_ACL_TEMPLATE": "redis entrypoint",
+    # The placeholder in the ACL templates (`#@GATEWAY_PASSWORD_SHA256@`), not a variable.
+    "GATEWAY_PASSWORD_SHA256": "placeholder",
+    # Kubernetes service links for a Service named `redis`: ignored by the gateway.
+    "REDIS_SERVICE_HOST": "service link",
+    "REDIS_PORT_6379_TCP_ADDR": "service link",
+    "REDIS_COUNTERS_SERVICE_HOST": "service link",
+    "REDIS_COUNTERS_PORT": "service link",
+    # Misspellings shown as examples of the "did you mean" error.
+    "GATEWAY_RATE_LIMITS": "typo example",
+    "GATEWAY_RATE_LIMT": "typo example",
+}
+
+
+def documented_files() -> list[Path]:
+    """Everything a user or operator reads that may name a variable."""
+    files = [
+        README,
+        ROOT / "CONTRIBUTING.md",
+        ROOT / "CHANGELOG.md",
+        ROOT / "Dockerfile",
+        ROOT / "docker-compose.yml",
+        *pages(),
+    ]
+    for folder in (ROOT / "deploy", ROOT / "redis"):
+        files += [p for p in folder.rglob("*") if p.is_file()]
+    return files
+
+
+def test_the_configuration_reference_lists_every_variable_the_gateway_reads() -> None:
+    from gateway.environment import known_variables
+
+    text = CONFIGURATION.read_text(encoding="utf-8")
+    missing = sorted(v for v in known_variables() if f"`{v}`" not in text)
+    assert not missing, f"docs/configuration.md does not describe {missing}"
+
+
+def test_every_variable_named_in_the_docs_and_deployment_files_is_one_the_gateway_reads() -> None:
+    from gateway.environment import known_variables
+
+    known = known_variables()
+    unknown = sorted(
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in documented_files()
+        for name in set(OUR_VARIABLE.findall(path.read_text(encoding="utf-8", errors="replace")))
+        if name not in known and name not in NOT_OURS
+    )
+    assert not unknown, f"not a setting of the gateway (a removed or misspelt variable?): {unknown}"
+
+
+def test_the_allow_listed_names_are_what_their_comment_says() -> None:
+    from gateway.environment import check_unknown, known_variables
+    from gateway.errors import ConfigError
+
+    assert not set(NOT_OURS) & known_variables()
+    for name, kind in NOT_OURS.items():
+        if kind == "service link":
+            value = "tcp://10.0.0.9:6379" if name.endswith("_PORT") else "10.0.0.9"
+            check_unknown({name: value})  # recognised and ignored
+        elif kind == "typo example":
+            try:
+                check_unknown({name: "1/second"})
+            except ConfigError as exc:
+                assert "did you mean GATEWAY_RATE_LIMIT?" in str(exc)
+            else:
+                raise AssertionError(f"{name} was not refused")
+        elif kind == "placeholder":
+            template = (ROOT / "redis" / "users.acl.template").read_text(encoding="utf-8")
+            assert f"#@{name}@" in template
+        else:
+            entrypoint = (ROOT / "deploy/kubernetes/redis/entrypoint.sh").read_text(encoding="utf-8")
+            assert name in entrypoint

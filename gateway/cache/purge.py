@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.admin_auth import AdminGuard, client_key
 from gateway.cache.keys import prefix_form, strip_query, target_form
+from gateway.http.paths import PathRejected, normalise_path
 from gateway.cache.store import CacheStore
 from gateway.config import Settings
 from gateway.errors import (
@@ -68,7 +69,8 @@ def purge_endpoint(runtime: PurgeRuntime) -> Callable[[Request], Awaitable[Respo
                     for url in _url_keys(value, runtime.settings):
                         purged += await store.purge(url=url, soft=soft)
                 elif kind == "prefix":
-                    purged = await store.purge(prefix=prefix_form(value.encode()), soft=soft)
+                    prefix = _normal(value.encode("utf-8"), runtime.settings)
+                    purged = await store.purge(prefix=prefix_form(prefix), soft=soft)
                 else:
                     purged = await store.purge(tag=_tag_form(value), soft=soft)
             except StoreUnavailable as exc:
@@ -130,10 +132,23 @@ def _tag_form(text: str) -> str:
     return text.encode("utf-8").decode("latin-1")
 
 
+def _normal(path: bytes, settings: Settings) -> bytes:
+    """The path as requests are keyed: normalised like every request path (context layer), so
+    `//api/x` or `/caf\u00e9` purges what `/api/x` and `/caf%C3%A9` stored."""
+    try:
+        return normalise_path(
+            path, merge_slashes=settings.merge_slashes,
+            keep_escaped_slashes=settings.path_escaped_slashes == "keep",
+        )
+    except PathRejected as exc:
+        raise BadRequest(f"not a path the gateway would serve: {exc}") from None
+
+
 def _url_keys(url: str, settings: Settings) -> list[str]:
     """The url as the cache keys it (`keys.target_form`): without the route's ignored query
     parameters, plus the url with its query exactly as given."""
     path, _, query = url.encode("utf-8").partition(b"?")
+    path = _normal(path, settings)
     route = RouteTable(settings.routes).match(path)
     ignored = route.cache.ignore_query_params if route is not None else frozenset[str]()
     forms = (target_form(path, strip_query(query, ignored)), target_form(path, query))

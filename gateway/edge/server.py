@@ -34,6 +34,8 @@ def fds_needed(settings: Settings) -> int:
     # aiohttp's pool and the exact (httpx) transport's pool are separate budgets.
     upstream = 2 * settings.upstream_max_connections
     redis = settings.redis.pool_max if settings.redis.configured else 0
+    if settings.counters_redis is not None:  # the counters' own Redis has a pool of its own
+        redis += settings.counters_redis.pool_max
     return edge.max_connections + admin + upstream + redis + _FD_OVERHEAD
 
 

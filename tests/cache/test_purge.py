@@ -14,6 +14,7 @@ from starlette.routing import Route
 from gateway import config
 from gateway.admin_auth import AdminGuard
 from gateway.autopipeline import AutoPipeline
+from gateway.cache.keys import target_form
 from gateway.cache.memory_store import MemoryCacheStore
 from gateway.cache.purge import purge_endpoint
 from gateway.cache.redis_store import RedisCacheStore
@@ -140,6 +141,15 @@ async def test_purge_by_url_removes_it_on_every_host(
     assert await remaining(store) == KEYS[2:]
 
 
+async def test_purge_by_url_and_prefix_normalise_the_path_like_requests(
+    client: httpx.AsyncClient, store: CacheStore
+) -> None:
+    """Keys hold normalised paths: `//items` and `/./items` name what `/items` stored."""
+    assert (await purge(client, {"url": "//./items?page=1"})).json()["purged"] == 2
+    assert (await purge(client, {"prefix": "//oth"})).json()["purged"] == 1
+    assert (await purge(client, {"url": "/../items"})).status_code == 400
+
+
 async def test_purge_by_prefix_and_by_tag(client: httpx.AsyncClient, store: CacheStore) -> None:
     assert (await purge(client, {"prefix": "/oth"})).json() == {"purged": 1, "soft": False}
     assert (await purge(client, {"tag": "items"})).json() == {"purged": 3, "soft": False}
@@ -161,8 +171,10 @@ async def test_a_url_is_matched_as_the_cache_keys_it(store: CacheStore) -> None:
     shop = config.Route("shop", "/items", ("http://backend.test",),
                   cache=CacheSettings(ignore_query_params=frozenset({"utm_source"})))
     settings = Settings(routes=(shop,), admin_token=Secret(TOKEN))
-    raw_utf8 = "/caf\u00e9?q=\u00fc".encode().decode("latin-1")  # the bytes a client sent
-    await store.put(f"{raw_utf8}|http|a.test|shop", "", "", b"entry", 60, ())
+    # A client's raw UTF-8 path is keyed in its normal form (non-ASCII bytes percent-encoded by
+    # the context layer); the query stays as sent.
+    keyed = target_form(b"/caf%C3%A9", "q=\u00fc".encode())
+    await store.put(f"{keyed}|http|a.test|shop", "", "", b"entry", 60, ())
     async with client_for(Runtime(settings, store)) as client:
         ignored = await purge(client, {"url": "/items?utm_source=mail&page=1"})
         empty_query = await purge(client, {"url": "/other?"})
