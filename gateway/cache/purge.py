@@ -18,7 +18,6 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.admin_auth import AdminGuard, client_key
 from gateway.cache.keys import prefix_form, strip_query, target_form
-from gateway.http.paths import PathRejected, normalise_path
 from gateway.cache.store import CacheStore
 from gateway.config import Settings
 from gateway.errors import (
@@ -30,6 +29,7 @@ from gateway.errors import (
     StoreUnavailable,
     problem_body,
 )
+from gateway.http.paths import PathRejected, normalise_path
 from gateway.routing import RouteTable
 
 log = logging.getLogger("gateway.cache")
