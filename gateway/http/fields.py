@@ -1,8 +1,9 @@
 """Reading raw header lists: the one set of lookup helpers every layer uses.
 
-Pure: no I/O. Headers are ASGI-style ``(name, value)`` byte pairs. ASGI servers give lowercase
-names; a name is also matched when it differs only in case, so lists built by hand (tests, the
-upstream's raw headers before lowering) read the same.
+Pure: no I/O. Headers are ASGI-style ``(name, value)`` byte pairs with lowercase names: ASGI
+servers give them so, and every list the gateway builds (upstream answers, stored entries) is
+lowered once where it enters. Lookups compare exactly: they run several times per request, and
+lowering every name on every lookup measured as a visible share of a cache hit's CPU.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from gateway.types import Headers
 def header(headers: Headers, name: bytes) -> bytes | None:
     """The first value of header ``name`` (lowercase), or None."""
     for key, value in headers:
-        if key == name or key.lower() == name:
+        if key == name:
             return value
     return None
 
 
 def header_values(headers: Headers, name: bytes) -> list[bytes]:
     """Every value of header ``name`` (lowercase), in order."""
-    return [value for key, value in headers if key == name or key.lower() == name]
+    return [value for key, value in headers if key == name]
 
 
 def combined(headers: Headers, name: bytes) -> bytes | None:
