@@ -25,8 +25,23 @@ ROOT = HERE.parent
 
 
 def uvicorn(app: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", app, "--app-dir", str(HERE), "--port", str(port),
-            "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--app-dir",
+        str(HERE),
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
 
 
 def main() -> int:
@@ -49,20 +64,33 @@ def main() -> int:
         }
         gw_port = free_port()
         candidates["gateway (aiohttp, pass-through)"] = [sys.executable, "-m", "gateway"]
-        env_gw = {**env, "GATEWAY_UPSTREAM_URL": upstream.url, "GATEWAY_PORT": str(gw_port),
-                  "GATEWAY_HOST": "127.0.0.1", "GATEWAY_ACCESS_LOG": "false",
-                  "GATEWAY_CACHE_ENABLED": "false", "GATEWAY_LOG_LEVEL": "warning"}
+        env_gw = {
+            **env,
+            "GATEWAY_UPSTREAM_URL": upstream.url,
+            "GATEWAY_PORT": str(gw_port),
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_ACCESS_LOG": "false",
+            "GATEWAY_CACHE_ENABLED": "false",
+            "GATEWAY_LOG_LEVEL": "warning",
+        }
         results: dict[str, list[float]] = {name: [] for name in candidates}
         for _ in range(args.rounds):
             for name, argv in candidates.items():
                 port = gw_port if name.startswith("gateway") else int(argv[argv.index("--port") + 1])
-                server = start(name.split()[0], argv, port, logs, core=0,
-                               env=env_gw if name.startswith("gateway") else env,
-                               ready_path="/__gateway/health" if name.startswith("gateway") else "/")
+                server = start(
+                    name.split()[0],
+                    argv,
+                    port,
+                    logs,
+                    core=0,
+                    env=env_gw if name.startswith("gateway") else env,
+                    ready_path="/__gateway/health" if name.startswith("gateway") else "/",
+                )
                 try:
                     run_load(f"{server.url}/item", seconds=1, connections=args.connections, core=1)
-                    result = run_load(f"{server.url}/item", seconds=args.seconds,
-                                      connections=args.connections, core=1)
+                    result = run_load(
+                        f"{server.url}/item", seconds=args.seconds, connections=args.connections, core=1
+                    )
                     assert result.non_2xx == 0 and result.errors == 0, (name, result)
                     results[name].append(result.rps)
                 finally:

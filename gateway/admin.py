@@ -59,9 +59,9 @@ def admin_routes(runtime: Runtime, extra: Sequence[BaseRoute] = ()) -> list[Base
         token = runtime.settings.metrics_token
         if token is not None:
             try:
-                runtime.admin_guard.authorise(client_key(request.scope),
-                                              request.headers.get("authorization"), token,
-                                              time.monotonic())
+                runtime.admin_guard.authorise(
+                    client_key(request.scope), request.headers.get("authorization"), token, time.monotonic()
+                )
             except GatewayError as exc:
                 return _problem(exc)
         m = runtime.metrics
@@ -109,6 +109,9 @@ def _redis_count(runtime: Runtime) -> int:
 
 def _problem(exc: GatewayError) -> Response:
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in exc.headers}
-    return Response(problem_body(exc.status, exc.title, exc.detail), status_code=exc.status,
-                    media_type="application/problem+json",
-                    headers={**headers, "cache-control": "no-store"})
+    return Response(
+        problem_body(exc.status, exc.title, exc.detail),
+        status_code=exc.status,
+        media_type="application/problem+json",
+        headers={**headers, "cache-control": "no-store"},
+    )

@@ -53,7 +53,11 @@ class AdminGuard:
     """Checks admin tokens and throttles the clients that keep getting them wrong."""
 
     def __init__(
-        self, max_failures: int = 5, lockout: float = 300.0, *, window: float = 60.0,
+        self,
+        max_failures: int = 5,
+        lockout: float = 300.0,
+        *,
+        window: float = 60.0,
         max_clients: int = 10_000,
     ) -> None:
         self.max_failures = max_failures
@@ -63,9 +67,7 @@ class AdminGuard:
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._locked: dict[str, float] = {}  # client -> locked until
 
-    def authorise(
-        self, client: str, authorization: str | None, token: Secret, now: float
-    ) -> None:
+    def authorise(self, client: str, authorization: str | None, token: Secret, now: float) -> None:
         """Return when `authorization` carries `token`; otherwise raise 429 (locked out), 401
         (no bearer token) or 403 (a wrong one, which counts as a failure)."""
         until = self._locked.get(client)
@@ -79,8 +81,7 @@ class AdminGuard:
             del self._locked[client]
         given = bearer_credentials(authorization)
         if given is None:
-            raise Unauthorized("send the token as 'Authorization: Bearer <token>'",
-                               headers=BEARER_CHALLENGE)
+            raise Unauthorized("send the token as 'Authorization: Bearer <token>'", headers=BEARER_CHALLENGE)
         if token_matches(given, token):
             return
         self._fail(client, now)
@@ -99,7 +100,7 @@ class AdminGuard:
             self._locked[client] = now + self.lockout
             if len(self._locked) > self.max_clients:
                 live = sorted((t, c) for c, t in self._locked.items() if t > now)
-                self._locked = {c: t for t, c in live[-self.max_clients:]}
+                self._locked = {c: t for t, c in live[-self.max_clients :]}
             return
         self._failures[client] = times  # most recent last
         while len(self._failures) > self.max_clients:

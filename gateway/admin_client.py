@@ -22,8 +22,13 @@ def admin_url(settings: Settings, base: str | None) -> str:
 
 
 def purge(
-    settings: Settings, *, url: str | None = None, prefix: str | None = None,
-    tag: str | None = None, soft: bool = False, base: str | None = None,
+    settings: Settings,
+    *,
+    url: str | None = None,
+    prefix: str | None = None,
+    tag: str | None = None,
+    soft: bool = False,
+    base: str | None = None,
     transport: httpx.BaseTransport | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """POST <admin>/purge with the configured token; returns (status, JSON body)."""
@@ -42,8 +47,9 @@ def purge(
     return response.status_code, doc
 
 
-def ready(settings: Settings, *, base: str | None = None,
-          transport: httpx.BaseTransport | None = None) -> tuple[int, dict[str, Any]]:
+def ready(
+    settings: Settings, *, base: str | None = None, transport: httpx.BaseTransport | None = None
+) -> tuple[int, dict[str, Any]]:
     """GET <admin>/ready; a refused connection is reported as status 0."""
     with httpx.Client(timeout=5, trust_env=False, transport=transport) as client:
         try:

@@ -125,8 +125,7 @@ async def _open(runtime: Runtime) -> None:
         # runtime.limiter stays None (unless the counters have their own Redis, below): the
         # rate-limit layer then counts in-process.
         log.warning(
-            "no Redis configured: using the embedded in-process store; "
-            "cache and rate limits are per process"
+            "no Redis configured: using the embedded in-process store; cache and rate limits are per process"
         )
     counters = settings.counters_redis
     if counters is not None:

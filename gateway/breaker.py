@@ -48,5 +48,6 @@ class CircuitBreaker:
             self.opened_at = time.monotonic()
             log.warning(
                 "redis failed %d times in a row; circuit open for %.1fs (bypassing it)",
-                self.failures, self.cooldown,
+                self.failures,
+                self.cooldown,
             )

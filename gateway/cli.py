@@ -33,7 +33,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
 def configure_logging(settings: Settings) -> None:
     """Plain lines on stderr; each worker process configures its own (uvicorn spawns them)."""
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
 
@@ -116,14 +117,17 @@ def serve(settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
-    parser.add_argument("command", nargs="?", default="run",
-                        choices=("run", "check-config", "purge", "ready"))
+    parser.add_argument(
+        "command", nargs="?", default="run", choices=("run", "check-config", "purge", "ready")
+    )
     parser.add_argument("--url", help="purge: one URL, e.g. /items?page=2")
     parser.add_argument("--prefix", help="purge: every URL under a path prefix")
     parser.add_argument("--tag", help="purge: every entry tagged so (Surrogate-Key/Cache-Tag)")
     parser.add_argument("--soft", action="store_true", help="purge: mark stale, do not delete")
-    parser.add_argument("--gateway", help="purge/ready: base URL of a running gateway "
-                        "(default: this configuration's host and port)")
+    parser.add_argument(
+        "--gateway",
+        help="purge/ready: base URL of a running gateway (default: this configuration's host and port)",
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings(os.environ)
@@ -140,8 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "purge":
             if sum(bool(v) for v in (args.url, args.prefix, args.tag)) != 1:
                 parser.error("purge needs exactly one of --url, --prefix, --tag")
-            status, doc = admin_client.purge(settings, url=args.url, prefix=args.prefix,
-                                             tag=args.tag, soft=args.soft, base=args.gateway)
+            status, doc = admin_client.purge(
+                settings, url=args.url, prefix=args.prefix, tag=args.tag, soft=args.soft, base=args.gateway
+            )
         else:
             status, doc = admin_client.ready(settings, base=args.gateway)
         print(json.dumps(doc))

@@ -94,8 +94,11 @@ def parse_port(name: str, raw: str) -> int:
     if raw.strip().lower().startswith("tcp://"):
         # Kubernetes service links set <SERVICE>_PORT=tcp://ip:port for a Service named like
         # the variable's prefix; taking its port silently would be a guess.
-        raise ConfigError(name, "looks like a Kubernetes service link (tcp://...); set the port "
-                          "explicitly or disable enableServiceLinks")
+        raise ConfigError(
+            name,
+            "looks like a Kubernetes service link (tcp://...); set the port "
+            "explicitly or disable enableServiceLinks",
+        )
     return parse_int(name, raw, minimum=1, maximum=65535)
 
 
@@ -134,8 +137,11 @@ def parse_http_parser(name: str, raw: str) -> str:
     one strict parser is simpler to keep safe than two (docs/security/front-end.md)."""
     value = raw.strip().lower()
     if value == "h11":
-        raise ConfigError(name, "h11 is no longer supported: every method token is accepted with "
-                          "httptools now; unset this variable")
+        raise ConfigError(
+            name,
+            "h11 is no longer supported: every method token is accepted with "
+            "httptools now; unset this variable",
+        )
     if value != "httptools":
         raise ConfigError(name, f"expected httptools, got {raw!r}")
     return value
@@ -162,10 +168,17 @@ def parse_listen_host(name: str, raw: str) -> str:
     except ValueError:
         pass
     labels = value.rstrip(".").split(".")
-    if not value or len(value) > 253 or not all(
-        0 < len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii()
-        and not label.startswith("-") and not label.endswith("-")
-        for label in labels
+    if (
+        not value
+        or len(value) > 253
+        or not all(
+            0 < len(label) <= 63
+            and label.replace("-", "").isalnum()
+            and label.isascii()
+            and not label.startswith("-")
+            and not label.endswith("-")
+            for label in labels
+        )
     ):
         raise ConfigError(name, f"expected an IP address or a host name, got {raw!r}")
     return value
@@ -235,8 +248,10 @@ def parse_sentinels(name: str, raw: str) -> tuple[tuple[str, int], ...]:
     for item in filter(None, (s.strip() for s in raw.split(","))):
         if "@" in item or "//" in item:
             # A credential here would be printed wherever the address is; never echo the item.
-            raise ConfigError(name, "expected host:port items without credentials or scheme "
-                              "(the password is REDIS_PASSWORD)")
+            raise ConfigError(
+                name,
+                "expected host:port items without credentials or scheme (the password is REDIS_PASSWORD)",
+            )
         host, _, port = item.rpartition(":")
         if not host:
             raise ConfigError(name, f"expected host:port items, got {item!r}")
@@ -251,9 +266,7 @@ def parse_rate_limit_key(name: str, raw: str) -> str:
             continue
         if part.lower().startswith("header:") and len(part) > len("header:"):
             continue
-        raise ConfigError(
-            name, f"expected ip, route, global or header:<Name> joined by '+', got {raw!r}"
-        )
+        raise ConfigError(name, f"expected ip, route, global or header:<Name> joined by '+', got {raw!r}")
     return "+".join(parts)
 
 
@@ -268,9 +281,7 @@ def parse_error_statuses(name: str, raw: str) -> frozenset[int]:
     statuses = set()
     for item in filter(None, (p.strip() for p in value.split(","))):
         if not item.isdigit() or int(item) not in ERROR_STATUSES:
-            raise ConfigError(
-                name, f"expected true, false or a list of statuses 400-599, got {item!r}"
-            )
+            raise ConfigError(name, f"expected true, false or a list of statuses 400-599, got {item!r}")
         statuses.add(int(item))
     return frozenset(statuses)
 
@@ -300,9 +311,7 @@ class CacheSettings:
     max_object_bytes: int = env("GATEWAY_CACHE_MAX_OBJECT_BYTES", parse_positive_int, 8 * MiB)
     stale_while_revalidate: float = env("GATEWAY_CACHE_STALE_WHILE_REVALIDATE", parse_float, 0.0)
     stale_if_error: float = env("GATEWAY_CACHE_STALE_IF_ERROR", parse_float, 0.0)
-    ignore_query_params: frozenset[str] = env(
-        "GATEWAY_CACHE_IGNORE_QUERY_PARAMS", parse_words, frozenset()
-    )
+    ignore_query_params: frozenset[str] = env("GATEWAY_CACHE_IGNORE_QUERY_PARAMS", parse_words, frozenset())
     allow_cookies: bool = env("GATEWAY_CACHE_ALLOW_COOKIES", parse_bool, False)
     force_ttl: bool = routes_only(parse_bool, False)
     lock_timeout: float = env("GATEWAY_CACHE_LOCK_TIMEOUT", parse_float, 5.0)
@@ -404,8 +413,15 @@ def separate_counters_redis(main: RedisSettings, url: Secret | None) -> RedisSet
     if url is None or (main.url is not None and main.url == url and main.mode == "standalone"):
         return None
     return replace(
-        main, url=url, host=None, port=6379, db=0,
-        tls=url_uses_tls(url), mode="standalone", sentinels=(), sentinel_tls=None,
+        main,
+        url=url,
+        host=None,
+        port=6379,
+        db=0,
+        tls=url_uses_tls(url),
+        mode="standalone",
+        sentinels=(),
+        sentinel_tls=None,
         origin="GATEWAY_RATE_LIMIT_REDIS_URL",
     )
 
@@ -447,9 +463,7 @@ class Settings:
     access_log: bool = env("GATEWAY_ACCESS_LOG", parse_bool, True)
     http_parser: str = env("GATEWAY_HTTP_PARSER", parse_http_parser, "httptools")
     merge_slashes: bool = env("GATEWAY_MERGE_SLASHES", parse_bool, True)
-    path_escaped_slashes: str = env(
-        "GATEWAY_PATH_ESCAPED_SLASHES", choice(("reject", "keep")), "reject"
-    )
+    path_escaped_slashes: str = env("GATEWAY_PATH_ESCAPED_SLASHES", choice(("reject", "keep")), "reject")
     cache: CacheSettings = field(default_factory=CacheSettings)
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
     cache_memory_bytes: int = env("GATEWAY_CACHE_MEMORY_BYTES", parse_positive_int, 64 * MiB)
@@ -458,9 +472,7 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     edge: EdgeSettings = field(default_factory=EdgeSettings)
     # A second Redis for the rate-limit counters (noeviction), so cache writes never evict them.
-    rate_limit_redis_url: Secret | None = env(
-        "GATEWAY_RATE_LIMIT_REDIS_URL", parse_redis_url, None
-    )
+    rate_limit_redis_url: Secret | None = env("GATEWAY_RATE_LIMIT_REDIS_URL", parse_redis_url, None)
     # A per-client-IP limit added to every route's own limit sets ("" = none).
     rate_limit_ip_ceiling: str = env("GATEWAY_RATE_LIMIT_IP_CEILING", parse_text, "")
     metrics_token: Secret | None = env("GATEWAY_METRICS_TOKEN", parse_token, None)

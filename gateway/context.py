@@ -49,8 +49,7 @@ _ALLOW = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 _CLOSE = [(b"connection", b"close")]
 _SCHEMES = {b"http": "http", b"https": "https"}
 #: The fields the edge reads, collected in one pass (`_scan`).
-_SCANNED = frozenset({b"host", b"x-request-id", b"content-length", b"transfer-encoding",
-                      b"upgrade"})
+_SCANNED = frozenset({b"host", b"x-request-id", b"content-length", b"transfer-encoding", b"upgrade"})
 Fields = dict[bytes, list[bytes]]
 
 
@@ -104,7 +103,8 @@ class RequestContextMiddleware:
             scope["path"] = urllib.parse.unquote(raw.decode("latin-1"))
         try:
             path = normalise_path(
-                raw, merge_slashes=self.merge_slashes,
+                raw,
+                merge_slashes=self.merge_slashes,
                 keep_escaped_slashes=self.keep_escaped_slashes,
             )
         except PathRejected as exc:
@@ -137,9 +137,7 @@ class RequestContextMiddleware:
         else:
             route = None if admin else self.runtime.routes.match(path)
         method: str = scope["method"]
-        if method in _REFUSED_METHODS and (
-            method == "CONNECT" or route is None or not route.allow_trace
-        ):
+        if method in _REFUSED_METHODS and (method == "CONNECT" or route is None or not route.allow_trace):
             raise MethodNotAllowed(f"{method} is not allowed here.", headers=[(b"allow", _ALLOW)])
         upgrade = fields.get(b"upgrade")
         if upgrade is not None and b"websocket" in upgrade[0].lower():
@@ -159,15 +157,28 @@ class RequestContextMiddleware:
         else:
             client, forwarded_for = peer, peer.encode()
         info = RequestInfo(
-            request_id=request_id, route=route, admin=admin, path=path, client_ip=client,
+            request_id=request_id,
+            route=route,
+            admin=admin,
+            path=path,
+            client_ip=client,
             peer_ip=peer,
-            peer_trusted=trusted, scheme=scheme, host=host, forwarded_for=forwarded_for,
-            headers=headers, body_length=_body_length(fields), started=started,
+            peer_trusted=trusted,
+            scheme=scheme,
+            host=host,
+            forwarded_for=forwarded_for,
+            headers=headers,
+            body_length=_body_length(fields),
+            started=started,
         )
         if route is not None:
             info.headers = scope["headers"] = forward_request_headers(
-                headers, trusted_peer=trusted, forwarded_for=forwarded_for,
-                scheme=scheme.encode(), host=host.encode(), request_id=request_id.encode(),
+                headers,
+                trusted_peer=trusted,
+                forwarded_for=forwarded_for,
+                scheme=scheme.encode(),
+                host=host.encode(),
+                request_id=request_id.encode(),
                 allowed=self.allowed_headers[route.name],
             )
             if trusted or self.allowed_headers[route.name]:
@@ -190,13 +201,20 @@ class RequestContextMiddleware:
             # Refused at the edge: nothing below runs, nothing is forwarded.
             raw = scope.get("raw_path") or b""
             info = RequestInfo(
-                request_id=request_id, route=None, path=raw, client_ip="", peer_ip="",
-                peer_trusted=False, scheme="http", host="", forwarded_for=b"", headers=[],
+                request_id=request_id,
+                route=None,
+                path=raw,
+                client_ip="",
+                peer_ip="",
+                peer_trusted=False,
+                scheme="http",
+                host="",
+                forwarded_for=b"",
+                headers=[],
                 started=started_at,
             )
             info.status = exc.status
-            await send_error(_with_request_id(send, info), exc, request_id,
-                             head=scope["method"] == "HEAD")
+            await send_error(_with_request_id(send, info), exc, request_id, head=scope["method"] == "HEAD")
             self._record(scope, info, label="rejected")
             return
         scope[SCOPE_KEY] = info
@@ -223,9 +241,7 @@ class RequestContextMiddleware:
             log.exception("unhandled error (request %s)", info.request_id)
             if started:
                 raise
-            await send_problem(
-                send_wrapper, 500, "Internal Server Error", request_id=info.request_id
-            )
+            await send_problem(send_wrapper, 500, "Internal Server Error", request_id=info.request_id)
         finally:
             self._record(scope, info)
 
@@ -238,24 +254,40 @@ class RequestContextMiddleware:
             return
         request_id = _request_id(_scan(scope.get("headers", [])))
         if "websocket.http.response" in scope.get("extensions", {}):
-            body = problem_body(501, "Not Implemented",
-                                "WebSocket connections are not supported yet.", request_id)
-            await send({"type": "websocket.http.response.start", "status": 501, "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"), (b"x-request-id", request_id.encode()),
-            ]})
+            body = problem_body(
+                501, "Not Implemented", "WebSocket connections are not supported yet.", request_id
+            )
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": 501,
+                    "headers": [
+                        (b"content-type", b"application/problem+json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"cache-control", b"no-store"),
+                        (b"x-request-id", request_id.encode()),
+                    ],
+                }
+            )
             await send({"type": "websocket.http.response.body", "body": body})
         else:
             await send({"type": "websocket.close", "code": 1008})
         self.runtime.metrics.responses[("websocket", 501)] += 1
         if self.access_log:
-            access_log.info(json.dumps({
-                "ts": round(time.time(), 3), "request_id": request_id,
-                "client": scope["client"][0] if scope.get("client") else "",
-                "method": "GET", "path": scope.get("path", ""), "route": "websocket",
-                "status": 501,
-            }, separators=(",", ":")))
+            access_log.info(
+                json.dumps(
+                    {
+                        "ts": round(time.time(), 3),
+                        "request_id": request_id,
+                        "client": scope["client"][0] if scope.get("client") else "",
+                        "method": "GET",
+                        "path": scope.get("path", ""),
+                        "route": "websocket",
+                        "status": 501,
+                    },
+                    separators=(",", ":"),
+                )
+            )
 
     def _record(self, scope: Scope, info: RequestInfo, label: str = "") -> None:
         if label:
@@ -272,10 +304,14 @@ class RequestContextMiddleware:
             self.runtime.metrics.cache[info.cache_status] += 1
         if self.access_log:
             entry: dict[str, Any] = {
-                "ts": round(time.time(), 3), "request_id": info.request_id,
-                "client": info.client_ip, "method": scope["method"],
+                "ts": round(time.time(), 3),
+                "request_id": info.request_id,
+                "client": info.client_ip,
+                "method": scope["method"],
                 # the path only: query strings often carry tokens
-                "path": scope["path"], "route": route, "status": info.status,
+                "path": scope["path"],
+                "route": route,
+                "status": info.status,
                 "duration_ms": round((time.perf_counter() - info.started) * 1000, 2),
             }
             if info.cache_status:
@@ -316,8 +352,7 @@ def _body_length(fields: Fields) -> int | None:
 def _with_request_id(send: Send, info: RequestInfo) -> Send:
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", ()),
-                                  (b"x-request-id", info.request_id.encode())]
+            message["headers"] = [*message.get("headers", ()), (b"x-request-id", info.request_id.encode())]
         await send(message)
 
     return wrapped

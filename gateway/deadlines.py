@@ -61,6 +61,5 @@ class HeaderDeadlines:
                 if watch.task is not None:
                     watch.task.cancel()
         self._timer = (
-            loop.call_at(min(self._buckets) * self.RESOLUTION, self._expire)
-            if self._buckets else None
+            loop.call_at(min(self._buckets) * self.RESOLUTION, self._expire) if self._buckets else None
         )

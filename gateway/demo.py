@@ -1,6 +1,6 @@
 """A small demo upstream that ships with the gateway, for the quickstart and docker-compose.
 
-    python -m gateway.demo --host 127.0.0.1 --port 8000
+python -m gateway.demo --host 127.0.0.1 --port 8000
 """
 
 from __future__ import annotations
@@ -53,12 +53,16 @@ async def status(request: Request) -> Response:
     return Response(json.dumps({"status": code}), status_code=code, media_type="application/json")
 
 
-app = Starlette(routes=[
-    Route("/", hello), Route("/hello", hello),
-    Route("/echo", echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-    Route("/echo/{rest:path}", echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-    Route("/slow", slow), Route("/status/{code:int}", status),
-])
+app = Starlette(
+    routes=[
+        Route("/", hello),
+        Route("/hello", hello),
+        Route("/echo", echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        Route("/echo/{rest:path}", echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        Route("/slow", slow),
+        Route("/status/{code:int}", status),
+    ]
+)
 
 
 def main() -> None:

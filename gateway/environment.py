@@ -91,14 +91,19 @@ def _redis(environ: Mapping[str, str]) -> RedisSettings:
         raise ConfigError("REDIS_DB", "Redis Cluster has only database 0")
     if redis.tls and redis.url is not None and redis.url.get_secret_value().startswith("redis://"):
         # Never a silent downgrade: the URL's scheme decides TLS, and the two disagree.
-        raise ConfigError("REDIS_TLS", "is true but REDIS_URL is redis:// (plaintext); "
-                          "use a rediss:// URL")
-    if redis.mode == "sentinel" and redis.data_tls and not redis.sentinels_use_tls and (
-        redis.password is not None
+        raise ConfigError("REDIS_TLS", "is true but REDIS_URL is redis:// (plaintext); use a rediss:// URL")
+    if (
+        redis.mode == "sentinel"
+        and redis.data_tls
+        and not redis.sentinels_use_tls
+        and (redis.password is not None)
     ):
         # Sentinels are sent the same AUTH: over plaintext it would undo the data nodes' TLS.
-        raise ConfigError("REDIS_SENTINEL_TLS", "is false while the data connections use TLS: "
-                          "REDIS_PASSWORD would cross the network in plaintext")
+        raise ConfigError(
+            "REDIS_SENTINEL_TLS",
+            "is false while the data connections use TLS: "
+            "REDIS_PASSWORD would cross the network in plaintext",
+        )
     return redis
 
 
@@ -122,7 +127,10 @@ def settings_from_env(environ: Mapping[str, str]) -> Settings:
         raise ConfigError(UPSTREAM_URL, f"is required (or {ROUTES_FILE} with at least one route)")
     return Settings(
         routes=tuple(sorted(routes, key=lambda r: len(r.prefix), reverse=True)),
-        cache=cache, rate_limit=rate_limit, redis=_redis(environ), edge=_edge(environ, top),
+        cache=cache,
+        rate_limit=rate_limit,
+        redis=_redis(environ),
+        edge=_edge(environ, top),
         **top,
     )
 

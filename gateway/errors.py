@@ -88,9 +88,7 @@ class ConfigError(Exception):
         self.variable = variable
 
 
-def problem_body(
-    status: int, title: str, detail: str, request_id: str = "", **extra: Any
-) -> bytes:
+def problem_body(status: int, title: str, detail: str, request_id: str = "", **extra: Any) -> bytes:
     """An RFC 9457 problem document; never carries internal addresses or secrets."""
     doc: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
@@ -133,6 +131,11 @@ async def send_problem(
 async def send_error(send: Send, exc: GatewayError, request_id: str = "", head: bool = False) -> None:
     """Render a GatewayError as its problem response."""
     await send_problem(
-        send, exc.status, exc.title, exc.detail,
-        headers=exc.headers, request_id=request_id, head=head,
+        send,
+        exc.status,
+        exc.title,
+        exc.detail,
+        headers=exc.headers,
+        request_id=request_id,
+        head=head,
     )

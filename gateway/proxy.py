@@ -135,15 +135,22 @@ class ProxyApp:
         await self._relay(response, scope, receive, send, body)
 
     async def _relay(
-        self, response: UpstreamResponse, scope: Scope, receive: Receive, send: Send,
+        self,
+        response: UpstreamResponse,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
         body: _Body | None,
     ) -> None:
         watcher: asyncio.Task[None] | None = None
         try:
-            await send({
-                "type": "http.response.start", "status": response.status,
-                "headers": response_headers(response.headers),
-            })
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status,
+                    "headers": response_headers(response.headers),
+                }
+            )
             last = b""
             if scope["method"] != "HEAD":
                 read = response.read
@@ -155,9 +162,7 @@ class ProxyApp:
                     if watcher is None and (body is None or body.done):
                         # A long stream: watch for the client leaving so the upstream is not
                         # read to the end for nobody. Short answers never pay for this task.
-                        watcher = asyncio.create_task(
-                            _cancel_on_disconnect(receive, asyncio.current_task())
-                        )
+                        watcher = asyncio.create_task(_cancel_on_disconnect(receive, asyncio.current_task()))
             if watcher is not None:
                 watcher.cancel()
             await send({"type": "http.response.body", "body": last})

@@ -71,7 +71,9 @@ def create_redis(settings: RedisSettings) -> RedisClient:
         if url:
             return RedisCluster.from_url(url, **cluster_kwargs)
         return RedisCluster(
-            host=settings.host or "127.0.0.1", port=settings.port, ssl=settings.tls,
+            host=settings.host or "127.0.0.1",
+            port=settings.port,
+            ssl=settings.tls,
             **cluster_kwargs,
         )
     if settings.mode == "sentinel":
@@ -80,27 +82,39 @@ def create_redis(settings: RedisSettings) -> RedisClient:
             sentinel_tls = {"ssl": True, **tls_options(settings)}
         sentinel = Sentinel(
             list(settings.sentinels),
-            sentinel_kwargs={"socket_connect_timeout": settings.connect_timeout,
-                             "socket_timeout": 1.0, **auth, **sentinel_tls},
-            **_common(settings), **auth, **tls, db=settings.db, ssl=settings.data_tls,
+            sentinel_kwargs={
+                "socket_connect_timeout": settings.connect_timeout,
+                "socket_timeout": 1.0,
+                **auth,
+                **sentinel_tls,
+            },
+            **_common(settings),
+            **auth,
+            **tls,
+            db=settings.db,
+            ssl=settings.data_tls,
         )
-        master: Redis = sentinel.master_for(
-            settings.sentinel_master, max_connections=settings.pool_max
-        )
+        master: Redis = sentinel.master_for(settings.sentinel_master, max_connections=settings.pool_max)
         return master
     if settings.url is not None:
         # REDIS_USERNAME/REDIS_PASSWORD fill in what the URL leaves out (redis-py lets the URL's
         # own credentials override these keywords): `redis://redis-counters:6379/0` must log in
         # as the ACL user, not as `default`, which the shipped ACL file disables.
         pool = BlockingConnectionPool.from_url(
-            settings.url.get_secret_value(), max_connections=settings.pool_max,
-            timeout=settings.command_timeout, **_common(settings), **tls,
+            settings.url.get_secret_value(),
+            max_connections=settings.pool_max,
+            timeout=settings.command_timeout,
+            **_common(settings),
+            **tls,
             **{key: value for key, value in auth.items() if value is not None},
         )
     else:
         kwargs: dict[str, Any] = {
-            "host": settings.host or "127.0.0.1", "port": settings.port, "db": settings.db,
-            **auth, **_common(settings),
+            "host": settings.host or "127.0.0.1",
+            "port": settings.port,
+            "db": settings.db,
+            **auth,
+            **_common(settings),
         }
         if settings.tls:
             kwargs.update(connection_class=SSLConnection, **tls)
@@ -151,8 +165,10 @@ def describe(settings: RedisSettings) -> str:
     if settings.mode == "sentinel":
         nodes = ",".join(f"{h}:{p}" for h, p in settings.sentinels)
         tls = "tls" if settings.sentinels_use_tls else "plaintext"
-        return (f"sentinel {nodes} ({tls}) master={settings.sentinel_master} "
-                f"({'tls' if settings.data_tls else 'plaintext'})")
+        return (
+            f"sentinel {nodes} ({tls}) master={settings.sentinel_master} "
+            f"({'tls' if settings.data_tls else 'plaintext'})"
+        )
     if settings.url is not None:
         return f"{settings.mode} {redact_url(settings.url.get_secret_value())}"
     scheme = "rediss" if settings.tls else "redis"

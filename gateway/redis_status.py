@@ -19,8 +19,10 @@ async def check_redis_versions(runtime: Runtime) -> None:
     """Ask each Redis its version (bounded: start-up never waits long for a slow Redis) and
     warn once about a server without the October 2025 Lua fixes. Unknown (Redis down) is
     asked again by the readiness check."""
-    targets = (("redis", runtime.redis, runtime.settings.redis),
-               ("counters redis", runtime.counters_redis, runtime.settings.counters_redis))
+    targets = (
+        ("redis", runtime.redis, runtime.settings.redis),
+        ("counters redis", runtime.counters_redis, runtime.settings.counters_redis),
+    )
     for label, client, redis_settings in targets:
         if client is None or redis_settings is None or label in runtime.redis_verdicts:
             continue
@@ -34,8 +36,14 @@ async def check_redis_versions(runtime: Runtime) -> None:
         worst = next((v for v in verdicts if v.vulnerable), verdicts[0])
         runtime.redis_verdicts[label] = worst
         if worst.vulnerable:
-            log.warning("%s at %s is %s %s without the October 2025 Lua security fixes "
-                        "(CVE-2025-49844 and related): %s", label, describe(redis_settings),
-                        worst.product, worst.version, worst.advice)
+            log.warning(
+                "%s at %s is %s %s without the October 2025 Lua security fixes "
+                "(CVE-2025-49844 and related): %s",
+                label,
+                describe(redis_settings),
+                worst.product,
+                worst.version,
+                worst.advice,
+            )
         else:
             log.info("%s is %s %s", label, worst.product, worst.version)

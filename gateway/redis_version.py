@@ -17,8 +17,7 @@ Version = tuple[int, int, int]
 
 #: First fixed release of each maintained line; a line absent here and older than FIXED_FROM
 #: never received the fix.
-REDIS_FIXED: Mapping[tuple[int, int], int] = {(6, 2): 20, (7, 2): 11, (7, 4): 6, (8, 0): 4,
-                                              (8, 2): 2}
+REDIS_FIXED: Mapping[tuple[int, int], int] = {(6, 2): 20, (7, 2): 11, (7, 4): 6, (8, 0): 4, (8, 2): 2}
 REDIS_FIXED_FROM: Version = (8, 4, 0)
 VALKEY_FIXED: Mapping[tuple[int, int], int] = {(7, 2): 11, (8, 0): 6, (8, 1): 4}
 VALKEY_FIXED_FROM: Version = (9, 0, 0)
@@ -52,8 +51,7 @@ def verdict(info: Mapping[str, object]) -> ServerVerdict:
     product = "valkey" if valkey else "redis"
     text = str(info.get("valkey_version") or info.get("redis_version") or "")
     version = parse_version(text)
-    fixed, fixed_from = (VALKEY_FIXED, VALKEY_FIXED_FROM) if valkey else (REDIS_FIXED,
-                                                                          REDIS_FIXED_FROM)
+    fixed, fixed_from = (VALKEY_FIXED, VALKEY_FIXED_FROM) if valkey else (REDIS_FIXED, REDIS_FIXED_FROM)
     if version is None:
         return ServerVerdict(product, text, False, "unknown version: check it by hand")
     return ServerVerdict(product, text, *_check(version, fixed, fixed_from, product))
@@ -69,14 +67,15 @@ def _check(
         if version[2] >= fixed[line]:
             return False, "ok"
         target = f"{line[0]}.{line[1]}.{fixed[line]}"
-        return True, (f"upgrade to {product} {target} or later (CVE-2025-49844 and related "
-                      "Lua fixes)")
+        return True, (f"upgrade to {product} {target} or later (CVE-2025-49844 and related Lua fixes)")
     if any(line < other for other in fixed):
         # An old line that never got the fix: the nearest fixed line above it.
         nearest = min(other for other in fixed if other > line)
         target = f"{nearest[0]}.{nearest[1]}.{fixed[nearest]}"
-        return True, (f"{product} {line[0]}.{line[1]} never received the CVE-2025-49844 Lua "
-                      f"fixes: upgrade to {target} or later")
+        return True, (
+            f"{product} {line[0]}.{line[1]} never received the CVE-2025-49844 Lua "
+            f"fixes: upgrade to {target} or later"
+        )
     # A line between the listed ones and fixed_from (e.g. a release candidate line).
     target = ".".join(map(str, fixed_from))
     return True, f"upgrade to {product} {target} or later (CVE-2025-49844 and related Lua fixes)"

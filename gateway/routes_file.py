@@ -30,17 +30,32 @@ from gateway.http.headers import GATEWAY_SET, HOP_BY_HOP
 
 NAME = "GATEWAY_ROUTES_FILE"
 TOP_LEVEL_KEYS = frozenset({"routes"})
-ROUTE_KEYS = frozenset({
-    "name", "prefix", "upstream", "strip_prefix", "cache", "rate_limit", "forward_headers",
-    "allow_trace",
-})
+ROUTE_KEYS = frozenset(
+    {
+        "name",
+        "prefix",
+        "upstream",
+        "strip_prefix",
+        "cache",
+        "rate_limit",
+        "forward_headers",
+        "allow_trace",
+    }
+)
 #: A header field name (RFC 9110 §5.1 token).
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: Fields `forward_headers` cannot name: the gateway sets or answers them itself, or they belong
 #: to one hop only.
-_NOT_FORWARDABLE = GATEWAY_SET | HOP_BY_HOP | {
-    b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"via",
-}
+_NOT_FORWARDABLE = (
+    GATEWAY_SET
+    | HOP_BY_HOP
+    | {
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"via",
+    }
+)
 S = TypeVar("S", CacheSettings, RateLimitSettings)
 
 
@@ -62,8 +77,7 @@ def load_routes_file(
         if key not in TOP_LEVEL_KEYS:
             raise ConfigError(f"{NAME} {key}", "unknown key (expected 'routes')")
     routes = [
-        _route(f"{NAME} routes[{i}]", item, cache, rate_limit, admin_prefix)
-        for i, item in enumerate(items)
+        _route(f"{NAME} routes[{i}]", item, cache, rate_limit, admin_prefix) for i, item in enumerate(items)
     ]
     prefixes = [r.prefix for r in routes]
     if len(set(prefixes)) != len(prefixes):
@@ -87,8 +101,9 @@ def _route(
             raise ConfigError(f"{where}.{key}", f"unknown key (expected {', '.join(sorted(ROUTE_KEYS))})")
     prefix = parse_path_prefix(f"{where}.prefix", str(item.get("prefix", "")))
     if prefix == admin_prefix or prefix.startswith(admin_prefix + "/"):
-        raise ConfigError(f"{where}.prefix", f"is inside the admin prefix {admin_prefix}, "
-                          "which is never forwarded")
+        raise ConfigError(
+            f"{where}.prefix", f"is inside the admin prefix {admin_prefix}, which is never forwarded"
+        )
     upstream = item.get("upstream")
     urls: list[Any] = upstream if isinstance(upstream, list) else [upstream]
     if not urls or any(not isinstance(u, str) for u in urls):

@@ -49,9 +49,14 @@ class _RouteEntry:
         self.upstreams: Iterator[Upstream] = itertools.cycle(ups)
 
     def matches(self, path: bytes) -> bool:
-        return path.startswith(self.prefix) and (
-            len(path) == len(self.prefix) or path[len(self.prefix)] == 0x2F  # "/"
-        ) if self.prefix else True
+        return (
+            path.startswith(self.prefix)
+            and (
+                len(path) == len(self.prefix) or path[len(self.prefix)] == 0x2F  # "/"
+            )
+            if self.prefix
+            else True
+        )
 
 
 class RouteTable:
@@ -72,7 +77,7 @@ class RouteTable:
         """Pick the next upstream of `route` and the path to request from it."""
         entry = self._by_name[route.name]
         upstream = next(entry.upstreams)
-        path = raw_path[len(entry.prefix):] if entry.strip else raw_path
+        path = raw_path[len(entry.prefix) :] if entry.strip else raw_path
         if not path.startswith(b"/"):
             path = b"/" + path
         return upstream, upstream.base_path + path

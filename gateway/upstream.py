@@ -121,8 +121,13 @@ class AiohttpUpstream:
             response: aiohttp.ClientResponse | UpstreamResponse
             if hdrs is not None:
                 response = await self._session.request(
-                    method, URL(origin + target.decode("latin-1"), encoded=True), headers=hdrs,
-                    data=body, allow_redirects=False, compress=None, chunked=None,
+                    method,
+                    URL(origin + target.decode("latin-1"), encoded=True),
+                    headers=hdrs,
+                    data=body,
+                    allow_redirects=False,
+                    compress=None,
+                    chunked=None,
                     expect100=False,
                 )
             else:

@@ -69,7 +69,10 @@ class VerbatimUpstream:
     ) -> _VerbatimResponse:
         url = httpx.URL(origin).copy_with(raw_path=target)
         request = httpx.Request(
-            method, url, headers=list(headers), content=body,
+            method,
+            url,
+            headers=list(headers),
+            content=body,
             extensions={"timeout": self._timeout},
         )
         try:

@@ -46,4 +46,3 @@ def redis_url(redis_server: RedisServer) -> str:
     with redis.Redis(host=redis_server.host, port=redis_server.port) as client:
         client.flushall()
     return redis_server.url
-

@@ -16,9 +16,13 @@ from tests.support.redis_server import RedisServer
 
 
 def test_handlers_see_the_shared_redis_client_on_request_state(redis_server: RedisServer) -> None:
-    settings = settings_from_env({"GATEWAY_UPSTREAM_URL": "http://127.0.0.1:1",
-                                  "REDIS_HOST": redis_server.host,
-                                  "REDIS_PORT": str(redis_server.port)})
+    settings = settings_from_env(
+        {
+            "GATEWAY_UPSTREAM_URL": "http://127.0.0.1:1",
+            "REDIS_HOST": redis_server.host,
+            "REDIS_PORT": str(redis_server.port),
+        }
+    )
     runtime = Runtime(settings)
     runtime.redis = object()  # type: ignore[assignment]  # any shared client object
 
@@ -36,9 +40,13 @@ def test_the_lifespan_opens_one_redis_client_and_admin_routes_answer(
 ) -> None:
     if not redis_server.ping():
         redis_server.start()
-    settings = settings_from_env({"GATEWAY_UPSTREAM_URL": "http://127.0.0.1:1",
-                                  "REDIS_HOST": redis_server.host,
-                                  "REDIS_PORT": str(redis_server.port)})
+    settings = settings_from_env(
+        {
+            "GATEWAY_UPSTREAM_URL": "http://127.0.0.1:1",
+            "REDIS_HOST": redis_server.host,
+            "REDIS_PORT": str(redis_server.port),
+        }
+    )
     app = create_app(settings)
     runtime: Runtime = app.state.runtime
     with TestClient(app) as client:
@@ -89,7 +97,10 @@ def test_the_stack_order_and_the_rate_limit_to_cache_prefetch_wiring_are_pinned(
         chain.append(layer)
         layer = getattr(layer, "app", None)
     assert [type(x) for x in chain] == [
-        RequestContextMiddleware, RedisStateMiddleware, RateLimitMiddleware, CacheMiddleware,
+        RequestContextMiddleware,
+        RedisStateMiddleware,
+        RateLimitMiddleware,
+        CacheMiddleware,
         ProxyDispatch,
     ]
     limiter, cache = chain[2], chain[3]

@@ -9,11 +9,28 @@ from pathlib import Path
 import gateway
 
 PACKAGE = Path(gateway.__file__).parent
-PURE = ["cache/policy.py", "cache/entry.py", "cache/keys.py", "cache/request.py",
-        "cache/validation.py", "ratelimit/policy.py", "http/headers.py", "http/fields.py",
-        "http/dates.py", "http/cache_control.py",
-        "http/identity.py", "http/paths.py", "http/host.py", "http/request.py", "routing.py",
-        "config.py", "errors.py", "redis_version.py", "admin_auth.py", "types.py"]
+PURE = [
+    "cache/policy.py",
+    "cache/entry.py",
+    "cache/keys.py",
+    "cache/request.py",
+    "cache/validation.py",
+    "ratelimit/policy.py",
+    "http/headers.py",
+    "http/fields.py",
+    "http/dates.py",
+    "http/cache_control.py",
+    "http/identity.py",
+    "http/paths.py",
+    "http/host.py",
+    "http/request.py",
+    "routing.py",
+    "config.py",
+    "errors.py",
+    "redis_version.py",
+    "admin_auth.py",
+    "types.py",
+]
 FRAMEWORKS = ("starlette", "httpx", "aiohttp", "redis", "uvicorn")
 
 
@@ -52,9 +69,18 @@ def test_low_layers_never_import_upward() -> None:
         found = {n for n in imports(path) if n.startswith("gateway.")}
         if rel in PURE:
             assert not found & (upper | middleware), rel
-            assert not any(n.startswith(("gateway.autopipeline", "gateway.breaker",
-                                         "gateway.redis_client", "gateway.redis_errors",
-                                         "gateway.upstream")) for n in found), rel
+            assert not any(
+                n.startswith(
+                    (
+                        "gateway.autopipeline",
+                        "gateway.breaker",
+                        "gateway.redis_client",
+                        "gateway.redis_errors",
+                        "gateway.upstream",
+                    )
+                )
+                for n in found
+            ), rel
         if module not in upper | {"gateway.__main__", "gateway.__init__"} and not rel.endswith(
             "middleware.py"
         ):
@@ -101,7 +127,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str]:
 
     def visit(node: str) -> list[str]:
         if node in path:
-            return [*path[path.index(node):], node]
+            return [*path[path.index(node) :], node]
         if node in done:
             return []
         path.append(node)

@@ -56,8 +56,9 @@ async def test_scripts_load_on_first_use(pipeline: AutoPipeline, redis_url: str)
 
 async def test_an_error_reply_fails_only_its_own_command(pipeline: AutoPipeline) -> None:
     await pipeline.execute("SET", "gw:str", "x")
-    results = await asyncio.gather(pipeline.execute("HGET", "gw:str", "f"),
-                                   pipeline.execute("GET", "gw:str"), return_exceptions=True)
+    results = await asyncio.gather(
+        pipeline.execute("HGET", "gw:str", "f"), pipeline.execute("GET", "gw:str"), return_exceptions=True
+    )
     bad, good = results
     assert isinstance(bad, StoreUnavailable) and good == b"x"
 

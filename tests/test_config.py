@@ -30,8 +30,14 @@ def test_defaults() -> None:
 
 
 def test_redis_variables_as_operators_name_them() -> None:
-    s = settings(REDIS_HOST="cache.internal", REDIS_PORT="6380", REDIS_PASSWORD="pw",
-                 REDIS_DB="2", REDIS_TLS="true", REDIS_USERNAME="gateway")
+    s = settings(
+        REDIS_HOST="cache.internal",
+        REDIS_PORT="6380",
+        REDIS_PASSWORD="pw",
+        REDIS_DB="2",
+        REDIS_TLS="true",
+        REDIS_USERNAME="gateway",
+    )
     r = s.redis
     assert (r.host, r.port, r.db, r.tls, r.username) == ("cache.internal", 6380, 2, True, "gateway")
     assert r.password == Secret("pw") and r.configured
@@ -46,22 +52,25 @@ def test_sentinel_and_cluster_modes() -> None:
         settings(REDIS_MODE="sentinel")
 
 
-@pytest.mark.parametrize(("name", "value", "message"), [
-    ("GATEWAY_PORT", "http", "whole number"),
-    ("GATEWAY_PORT", "0", "between 1 and 65535"),
-    ("GATEWAY_WORKERS", "0", ">= 1"),
-    ("GATEWAY_ACCESS_LOG", "yep", "true or false"),
-    ("GATEWAY_UPSTREAM_URL", "backend:3000", "http:// or https://"),
-    ("GATEWAY_UPSTREAM_URL", "http://backend:99999", "malformed"),
-    ("GATEWAY_UPSTREAM_URL", "http://backend/?q=1", "query"),
-    ("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8,not-an-ip", "not an IP"),
-    ("GATEWAY_UPSTREAM_TIMEOUT", "-1", ">= 0"),
-    ("GATEWAY_ADMIN_PREFIX", "admin", "starting with '/'"),
-    ("GATEWAY_LOG_LEVEL", "loud", "one of"),
-    ("GATEWAY_RATE_LIMIT_KEY", "cookie:x", "header:<Name>"),
-    ("GATEWAY_RATE_LIMIT_STRATEGY", "leaky", "one of"),
-    ("REDIS_URL", "http://x", "redis://"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("GATEWAY_PORT", "http", "whole number"),
+        ("GATEWAY_PORT", "0", "between 1 and 65535"),
+        ("GATEWAY_WORKERS", "0", ">= 1"),
+        ("GATEWAY_ACCESS_LOG", "yep", "true or false"),
+        ("GATEWAY_UPSTREAM_URL", "backend:3000", "http:// or https://"),
+        ("GATEWAY_UPSTREAM_URL", "http://backend:99999", "malformed"),
+        ("GATEWAY_UPSTREAM_URL", "http://backend/?q=1", "query"),
+        ("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8,not-an-ip", "not an IP"),
+        ("GATEWAY_UPSTREAM_TIMEOUT", "-1", ">= 0"),
+        ("GATEWAY_ADMIN_PREFIX", "admin", "starting with '/'"),
+        ("GATEWAY_LOG_LEVEL", "loud", "one of"),
+        ("GATEWAY_RATE_LIMIT_KEY", "cookie:x", "header:<Name>"),
+        ("GATEWAY_RATE_LIMIT_STRATEGY", "leaky", "one of"),
+        ("REDIS_URL", "http://x", "redis://"),
+    ],
+)
 def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
         settings(**{name: value})
@@ -119,16 +128,21 @@ def test_routes_file_json_without_upstream_url(tmp_path: Path) -> None:
     assert s.routes[0].upstreams == ("https://origin",)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("routes: 3", "'routes' list"),
-    ("routes: [{prefix: /a, upstream: 'ftp://x'}]", "routes\\[0\\].upstream"),
-    ("routes: [{prefix: /a, upstream: 'http://x', cache: {ttl: soon}}]", "routes\\[0\\].cache.ttl"),
-    ("routes: [{prefix: /a, upstream: 'http://x', cache: {colour: red}}]", "unknown setting"),
-    ("routes: [{prefix: a, upstream: 'http://x'}]", "prefix"),
-    ("routes: [{prefix: /a, upstream: 'http://x'}, {prefix: /a/, upstream: 'http://y'}]",
-     "share a prefix"),
-    ("routes: [", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("routes: 3", "'routes' list"),
+        ("routes: [{prefix: /a, upstream: 'ftp://x'}]", "routes\\[0\\].upstream"),
+        ("routes: [{prefix: /a, upstream: 'http://x', cache: {ttl: soon}}]", "routes\\[0\\].cache.ttl"),
+        ("routes: [{prefix: /a, upstream: 'http://x', cache: {colour: red}}]", "unknown setting"),
+        ("routes: [{prefix: a, upstream: 'http://x'}]", "prefix"),
+        (
+            "routes: [{prefix: /a, upstream: 'http://x'}, {prefix: /a/, upstream: 'http://y'}]",
+            "share a prefix",
+        ),
+        ("routes: [", "not valid YAML"),
+    ],
+)
 def test_routes_file_errors_name_the_place(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "routes.yaml"
     path.write_text(text)
@@ -150,12 +164,15 @@ def test_secret_hides_its_value() -> None:
 # -- configuration hardening: a typo or a wrong value never switches a protection off ------
 
 
-@pytest.mark.parametrize(("name", "suggestion"), [
-    ("GATEWAY_RATE_LIMITS", "GATEWAY_RATE_LIMIT"),
-    ("GATEWAY_CACHE_ENABLE", "GATEWAY_CACHE_ENABLED"),
-    ("REDIS_PASWORD", "REDIS_PASSWORD"),
-    ("GATEWAY_TRUSTED_PROXY", "GATEWAY_TRUSTED_PROXIES"),
-])
+@pytest.mark.parametrize(
+    ("name", "suggestion"),
+    [
+        ("GATEWAY_RATE_LIMITS", "GATEWAY_RATE_LIMIT"),
+        ("GATEWAY_CACHE_ENABLE", "GATEWAY_CACHE_ENABLED"),
+        ("REDIS_PASWORD", "REDIS_PASSWORD"),
+        ("GATEWAY_TRUSTED_PROXY", "GATEWAY_TRUSTED_PROXIES"),
+    ],
+)
 def test_misspelt_variable_stops_start_up_with_did_you_mean(name: str, suggestion: str) -> None:
     with pytest.raises(ConfigError) as info:
         settings(**{name: "1"})
@@ -170,8 +187,12 @@ def test_unknown_variable_without_a_close_match_is_still_refused() -> None:
 
 
 def test_kubernetes_service_link_variables_are_not_taken_for_typos() -> None:
-    s = settings(REDIS_SERVICE_HOST="10.0.0.9", REDIS_SERVICE_PORT="6379",
-                 REDIS_PORT_6379_TCP_ADDR="10.0.0.9", GATEWAY_SERVICE_PORT_HTTP="80")
+    s = settings(
+        REDIS_SERVICE_HOST="10.0.0.9",
+        REDIS_SERVICE_PORT="6379",
+        REDIS_PORT_6379_TCP_ADDR="10.0.0.9",
+        GATEWAY_SERVICE_PORT_HTTP="80",
+    )
     assert not s.redis.configured
 
 
@@ -181,10 +202,16 @@ def test_kubernetes_service_link_port_is_refused_not_guessed() -> None:
     assert info.value.variable == "REDIS_PORT"
 
 
-@pytest.mark.parametrize("name", [
-    "GATEWAY_UPSTREAM_TIMEOUT", "GATEWAY_UPSTREAM_CONNECT_TIMEOUT", "REDIS_CONNECT_TIMEOUT",
-    "REDIS_COMMAND_TIMEOUT", "REDIS_BREAKER_COOLDOWN",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "GATEWAY_UPSTREAM_TIMEOUT",
+        "GATEWAY_UPSTREAM_CONNECT_TIMEOUT",
+        "REDIS_CONNECT_TIMEOUT",
+        "REDIS_COMMAND_TIMEOUT",
+        "REDIS_BREAKER_COOLDOWN",
+    ],
+)
 @pytest.mark.parametrize("value", ["0", "-1", "nan"])
 def test_zero_or_negative_timeouts_are_refused(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -225,18 +252,21 @@ def test_admin_prefix_that_would_shadow_routes_or_be_ambiguous_is_refused(value:
     assert info.value.variable == "GATEWAY_ADMIN_PREFIX"
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("routes: [{prefix: /a, upstream: 'http://x', timeout: 5}]", r"routes\[0\]\.timeout.*unknown key"),
-    ("routes: [{prefix: /a, upstream: 'http://x', rate_limt: {limits: 1/second}}]", "rate_limt"),
-    ("routes: [{prefix: /a, upstream: 'http://x', rate_limit: {limit: 1/second}}]",
-     r"rate_limit\.limit.*unknown setting"),
-    ("routes: [{prefix: /a, upstream: 'http://x'}]\nroute: []", "unknown key"),
-    ("routes: [{prefix: /__gateway/x, upstream: 'http://x'}]", "admin prefix"),
-    ("routes: [{prefix: /__gateway, upstream: 'http://x'}]", "admin prefix"),
-])
-def test_routes_file_typos_and_admin_routes_stop_start_up(
-    tmp_path: Path, text: str, message: str
-) -> None:
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("routes: [{prefix: /a, upstream: 'http://x', timeout: 5}]", r"routes\[0\]\.timeout.*unknown key"),
+        ("routes: [{prefix: /a, upstream: 'http://x', rate_limt: {limits: 1/second}}]", "rate_limt"),
+        (
+            "routes: [{prefix: /a, upstream: 'http://x', rate_limit: {limit: 1/second}}]",
+            r"rate_limit\.limit.*unknown setting",
+        ),
+        ("routes: [{prefix: /a, upstream: 'http://x'}]\nroute: []", "unknown key"),
+        ("routes: [{prefix: /__gateway/x, upstream: 'http://x'}]", "admin prefix"),
+        ("routes: [{prefix: /__gateway, upstream: 'http://x'}]", "admin prefix"),
+    ],
+)
+def test_routes_file_typos_and_admin_routes_stop_start_up(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "routes.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
@@ -256,8 +286,10 @@ def test_two_routes_with_one_name_are_refused(tmp_path: Path) -> None:
     """Route names key per-route state: a duplicate could send one route's traffic to the
     other's upstream."""
     path = tmp_path / "routes.yaml"
-    path.write_text("routes: [{name: api, prefix: /a, upstream: 'http://x'},"
-                    " {name: api, prefix: /b, upstream: 'http://y'}]")
+    path.write_text(
+        "routes: [{name: api, prefix: /a, upstream: 'http://x'},"
+        " {name: api, prefix: /b, upstream: 'http://y'}]"
+    )
     with pytest.raises(ConfigError, match="already used") as info:
         settings_from_env({"GATEWAY_ROUTES_FILE": str(path)})
     assert info.value.variable == "GATEWAY_ROUTES_FILE routes[1].name"
@@ -286,36 +318,43 @@ def test_listen_host_typo_is_refused(host: str) -> None:
     with pytest.raises(ConfigError) as info:
         settings(GATEWAY_HOST=host)
     assert info.value.variable == "GATEWAY_HOST"
+
+
 def test_edge_path_settings_default_to_merging_slashes_and_rejecting_escaped_ones() -> None:
     settings = settings_from_env({"GATEWAY_UPSTREAM_URL": "http://u:1"})
     assert settings.merge_slashes is True and settings.path_escaped_slashes == "reject"
-    changed = settings_from_env({"GATEWAY_UPSTREAM_URL": "http://u:1",
-                                 "GATEWAY_MERGE_SLASHES": "false",
-                                 "GATEWAY_PATH_ESCAPED_SLASHES": "keep"})
+    changed = settings_from_env(
+        {
+            "GATEWAY_UPSTREAM_URL": "http://u:1",
+            "GATEWAY_MERGE_SLASHES": "false",
+            "GATEWAY_PATH_ESCAPED_SLASHES": "keep",
+        }
+    )
     assert changed.merge_slashes is False and changed.path_escaped_slashes == "keep"
     with pytest.raises(ConfigError, match="GATEWAY_PATH_ESCAPED_SLASHES"):
-        settings_from_env({"GATEWAY_UPSTREAM_URL": "http://u:1",
-                           "GATEWAY_PATH_ESCAPED_SLASHES": "decode"})
+        settings_from_env({"GATEWAY_UPSTREAM_URL": "http://u:1", "GATEWAY_PATH_ESCAPED_SLASHES": "decode"})
 
 
 def test_routes_file_forward_headers_and_allow_trace(tmp_path: Path) -> None:
     path = tmp_path / "routes.yaml"
-    path.write_text("routes:\n  - prefix: /a\n    upstream: http://u:1\n"
-                    "    forward_headers: [X-Forwarded-Prefix, X_Legacy_Key]\n"
-                    "    allow_trace: true\n  - prefix: /b\n    upstream: http://u:1\n")
+    path.write_text(
+        "routes:\n  - prefix: /a\n    upstream: http://u:1\n"
+        "    forward_headers: [X-Forwarded-Prefix, X_Legacy_Key]\n"
+        "    allow_trace: true\n  - prefix: /b\n    upstream: http://u:1\n"
+    )
     a, b = settings_from_env({"GATEWAY_ROUTES_FILE": str(path)}).routes
     assert a.forward_headers == frozenset({"x-forwarded-prefix", "x_legacy_key"})
     assert a.allow_trace is True
     assert b.forward_headers == frozenset() and b.allow_trace is False
 
 
-@pytest.mark.parametrize("names", ["[Host]", "[X-Forwarded-For]", "[Connection]",
-                                   "[Content-Length]", "['bad name']", "[Via]"])
+@pytest.mark.parametrize(
+    "names", ["[Host]", "[X-Forwarded-For]", "[Connection]", "[Content-Length]", "['bad name']", "[Via]"]
+)
 def test_forward_headers_cannot_name_fields_the_gateway_sets_or_hop_by_hop_ones(
     tmp_path: Path, names: str
 ) -> None:
     path = tmp_path / "routes.yaml"
-    path.write_text(f"routes:\n  - prefix: /a\n    upstream: http://u:1\n"
-                    f"    forward_headers: {names}\n")
+    path.write_text(f"routes:\n  - prefix: /a\n    upstream: http://u:1\n    forward_headers: {names}\n")
     with pytest.raises(ConfigError, match=r"routes\[0\]\.forward_headers"):
         settings_from_env({"GATEWAY_ROUTES_FILE": str(path)})

@@ -125,9 +125,7 @@ async def test_redis_connection_sends_hiredis_packed_bytes_and_reads_one_reply_e
 ) -> None:
     conn = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
-        await conn.send_packed_command(
-            [pack(("SET", "gw:i", 7)), pack(("GET", "gw:i"))]
-        )
+        await conn.send_packed_command([pack(("SET", "gw:i", 7)), pack(("GET", "gw:i"))])
         replies = [await conn.read_response(timeout=math.inf) for _ in range(2)]
     finally:
         await pool.release(conn)
@@ -503,10 +501,21 @@ def test_httptools_protocol_has_what_edge_protocol_overrides_and_reads() -> None
     """EdgeProtocol feeds llhttp itself and extends these callbacks; a rename in uvicorn would
     silently bypass the front end's limits (the security suite would catch the behaviour, this
     names the cause)."""
-    for name in ("data_received", "connection_made", "connection_lost", "eof_received",
-                 "on_message_begin", "on_url", "on_header", "on_headers_complete",
-                 "on_message_complete", "on_response_complete", "handle_websocket_upgrade",
-                 "_should_upgrade", "_unsupported_upgrade_warning"):
+    for name in (
+        "data_received",
+        "connection_made",
+        "connection_lost",
+        "eof_received",
+        "on_message_begin",
+        "on_url",
+        "on_header",
+        "on_headers_complete",
+        "on_message_complete",
+        "on_response_complete",
+        "handle_websocket_upgrade",
+        "_should_upgrade",
+        "_unsupported_upgrade_warning",
+    ):
         assert callable(getattr(HttpToolsProtocol, name, None)), moved(
             "uvicorn", f"HttpToolsProtocol.{name} is gone or renamed", "gateway/edge/protocol.py"
         )

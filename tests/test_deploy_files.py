@@ -90,9 +90,7 @@ def test_compose_has_the_three_services(compose: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(REDIS_SERVICES))
-def test_redis_image_is_pinned_to_a_release_with_the_lua_fixes(
-    compose: dict[str, Any], name: str
-) -> None:
+def test_redis_image_is_pinned_to_a_release_with_the_lua_fixes(compose: dict[str, Any], name: str) -> None:
     match = re.fullmatch(r"redis:(\d+)\.(\d+)\.(\d+)-alpine", service(compose, name)["image"])
     assert match, "pin an exact 7.x.y alpine tag"
     major, minor, patch = map(int, match.groups())
@@ -102,9 +100,7 @@ def test_redis_image_is_pinned_to_a_release_with_the_lua_fixes(
 
 
 @pytest.mark.parametrize("name", sorted(REDIS_SERVICES))
-def test_redis_is_not_published_and_keeps_data_on_a_named_volume(
-    compose: dict[str, Any], name: str
-) -> None:
+def test_redis_is_not_published_and_keeps_data_on_a_named_volume(compose: dict[str, Any], name: str) -> None:
     redis_svc = service(compose, name)
     assert "ports" not in redis_svc
     assert redis_svc.get("network_mode") != "host"
@@ -114,9 +110,7 @@ def test_redis_is_not_published_and_keeps_data_on_a_named_volume(
 
 
 @pytest.mark.parametrize(("name", "conf"), sorted(REDIS_SERVICES.items()))
-def test_redis_server_is_given_the_mounted_config(
-    compose: dict[str, Any], name: str, conf: str
-) -> None:
+def test_redis_server_is_given_the_mounted_config(compose: dict[str, Any], name: str, conf: str) -> None:
     redis_svc = service(compose, name)
     assert redis_svc["command"][:2] == ["redis-server", CONF_IN_CONTAINER]
     mounts = {v.split(":")[1]: v.split(":") for v in redis_svc["volumes"]}
@@ -138,9 +132,7 @@ def test_no_password_on_any_command_line(compose: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(REDIS_SERVICES))
-def test_redis_healthcheck_authenticates_through_rediscli_auth(
-    compose: dict[str, Any], name: str
-) -> None:
+def test_redis_healthcheck_authenticates_through_rediscli_auth(compose: dict[str, Any], name: str) -> None:
     redis_svc = service(compose, name)
     assert redis_svc["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD")
     test = as_text(redis_svc["healthcheck"]["test"])
@@ -164,8 +156,9 @@ def dockerfile() -> list[tuple[str, str]]:
 def test_dockerfile_runs_the_gateway_unprivileged_on_slim() -> None:
     steps = dockerfile()
     args = dict(re.findall(r"(\w+)=(\S+)", " ".join(a for k, a in steps if k == "ARG")))
-    bases = [re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], a.split()[0])
-             for k, a in steps if k == "FROM"]
+    bases = [
+        re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], a.split()[0]) for k, a in steps if k == "FROM"
+    ]
     assert all(base.startswith("python:3.11-slim") for base in bases)
     users = [a for k, a in steps if k == "USER"]
     assert users and users[-1].split(":")[0] not in {"root", "0"}
@@ -229,8 +222,7 @@ def test_lock_files_pin_and_hash_every_package() -> None:
 def test_runtime_lock_is_the_tested_lock() -> None:
     """The image gets the very versions CI tested: main.txt agrees with test.txt."""
     main, test = locked("main.txt"), locked("test.txt")
-    differ = {name: (version, test.get(name)) for name, version in main.items()
-              if test.get(name) != version}
+    differ = {name: (version, test.get(name)) for name, version in main.items() if test.get(name) != version}
     assert not differ, f"requirements/main.txt differs from test.txt: {differ}; run scripts/lock"
 
 
@@ -253,8 +245,9 @@ def test_lock_satisfies_pyproject() -> None:
 
 
 def test_dockerignore_lets_through_what_the_build_copies() -> None:
-    patterns = [p for p in (ROOT / ".dockerignore").read_text().splitlines()
-                if p.strip() and not p.startswith("#")]
+    patterns = [
+        p for p in (ROOT / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")
+    ]
 
     def ignored(path: str) -> bool:
         result = False
@@ -318,9 +311,7 @@ def test_cache_redis_evicts_any_key_when_full_because_counters_live_elsewhere(
     # allkeys-lru is only safe with the counters in the other instance:
     env = service(compose, "gateway")["environment"]
     assert env["GATEWAY_RATE_LIMIT_REDIS_URL"].startswith("redis://redis-counters:")
-    assert service(compose, "gateway")["depends_on"]["redis-counters"]["condition"] == (
-        "service_healthy"
-    )
+    assert service(compose, "gateway")["depends_on"]["redis-counters"]["condition"] == ("service_healthy")
 
 
 def test_counters_redis_never_evicts_and_persists_every_second() -> None:
@@ -336,8 +327,9 @@ def test_compose_gateway_environment_is_a_valid_configuration(compose: dict[str,
     unknown one would stop it), with the counters on their own Redis."""
     from gateway.environment import settings_from_env
 
-    env = {k: re.sub(r"\$\{[^}]+\}", "pw", str(v))
-           for k, v in service(compose, "gateway")["environment"].items()}
+    env = {
+        k: re.sub(r"\$\{[^}]+\}", "pw", str(v)) for k, v in service(compose, "gateway")["environment"].items()
+    }
     settings = settings_from_env(env)
     counters = settings.counters_redis
     assert counters is not None and counters.url is not None
@@ -367,14 +359,40 @@ def test_users_come_from_a_generated_acl_file_without_secrets() -> None:
 
 
 # redis-py client methods the gateway may call directly, by the command each one sends.
-CLIENT_METHODS = {"get": "GET", "set": "SET", "delete": "DEL", "unlink": "UNLINK",
-                  "hget": "HGET", "hmget": "HMGET", "hset": "HSET", "hgetall": "HGETALL",
-                  "sadd": "SADD", "srem": "SREM", "smembers": "SMEMBERS", "scan": "SCAN",
-                  "scan_iter": "SCAN", "expire": "EXPIRE", "pexpire": "PEXPIRE", "ttl": "TTL",
-                  "pttl": "PTTL", "ping": "PING", "info": "INFO", "time": "TIME", "eval": "EVAL",
-                  "evalsha": "EVALSHA", "script_load": "SCRIPT|LOAD", "mget": "MGET",
-                  "exists": "EXISTS", "type": "TYPE", "incr": "INCR", "incrby": "INCRBY",
-                  "hdel": "HDEL", "publish": "PUBLISH", "flushall": "FLUSHALL", "keys": "KEYS"}
+CLIENT_METHODS = {
+    "get": "GET",
+    "set": "SET",
+    "delete": "DEL",
+    "unlink": "UNLINK",
+    "hget": "HGET",
+    "hmget": "HMGET",
+    "hset": "HSET",
+    "hgetall": "HGETALL",
+    "sadd": "SADD",
+    "srem": "SREM",
+    "smembers": "SMEMBERS",
+    "scan": "SCAN",
+    "scan_iter": "SCAN",
+    "expire": "EXPIRE",
+    "pexpire": "PEXPIRE",
+    "ttl": "TTL",
+    "pttl": "PTTL",
+    "ping": "PING",
+    "info": "INFO",
+    "time": "TIME",
+    "eval": "EVAL",
+    "evalsha": "EVALSHA",
+    "script_load": "SCRIPT|LOAD",
+    "mget": "MGET",
+    "exists": "EXISTS",
+    "type": "TYPE",
+    "incr": "INCR",
+    "incrby": "INCRBY",
+    "hdel": "HDEL",
+    "publish": "PUBLISH",
+    "flushall": "FLUSHALL",
+    "keys": "KEYS",
+}
 
 
 def acl_commands(user: str) -> set[str]:
@@ -414,8 +432,7 @@ def test_acl_grants_every_command_the_gateway_code_sends() -> None:
 def test_gateway_keys_match_the_acl_key_pattern() -> None:
     prefixes = set()
     for path in (ROOT / "gateway").rglob("*.py"):
-        prefixes |= set(re.findall(r"^\w*PREFIX\s*=\s*['\"](\w+:[^'\"]*)['\"]",
-                                   path.read_text(), re.M))
+        prefixes |= set(re.findall(r"^\w*PREFIX\s*=\s*['\"](\w+:[^'\"]*)['\"]", path.read_text(), re.M))
     assert prefixes, "no key prefix constants found in gateway/"
     assert all(p.startswith("gw:") for p in prefixes), prefixes
 
@@ -451,8 +468,7 @@ def free_port() -> int:
 
 def client(port: int, username: str | None, password: str | None, **kw: Any) -> redis.Redis:
     """No retries: an authentication failure is the answer under test, not a glitch."""
-    return redis.Redis(port=port, username=username, password=password,
-                       retry=Retry(NoBackoff(), 0), **kw)
+    return redis.Redis(port=port, username=username, password=password, retry=Retry(NoBackoff(), 0), **kw)
 
 
 @pytest.fixture(scope="module", params=sorted(REDIS_SERVICES.values()))
@@ -471,12 +487,28 @@ def live_redis(
     template = (ROOT / "redis/users.acl.template").read_text() + "\nuser admin on >admin ~* +@all\n"
     (tmp / "users.acl.template").write_text(template)
     port = free_port()
-    env = {**os.environ, "REDIS_PASSWORD": "s3cret pass'word", "REDIS_ACL_FILE": f"{tmp}/acl/u.acl",
-           "REDIS_ACL_TEMPLATE": str(tmp / "users.acl.template")}
+    env = {
+        **os.environ,
+        "REDIS_PASSWORD": "s3cret pass'word",
+        "REDIS_ACL_FILE": f"{tmp}/acl/u.acl",
+        "REDIS_ACL_TEMPLATE": str(tmp / "users.acl.template"),
+    }
     proc = subprocess.Popen(
-        ["sh", str(ROOT / "redis/entrypoint.sh"), binaries[0], str(tmp / "redis.conf"),
-         "--port", str(port), "--bind", "127.0.0.1", "--aclfile", f"{tmp}/acl/u.acl"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            "sh",
+            str(ROOT / "redis/entrypoint.sh"),
+            binaries[0],
+            str(tmp / "redis.conf"),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--aclfile",
+            f"{tmp}/acl/u.acl",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 10
@@ -511,9 +543,7 @@ def test_redis_conf_loads_with_its_settings(live_redis: tuple[int, str, str]) ->
 def test_only_the_gateway_user_gets_in_and_only_to_its_keys(live_redis: tuple[int, str, str]) -> None:
     port = live_redis[0]
     for username, password in ((None, None), ("default", ""), ("gateway", "wrong")):
-        with client(port, username, password) as intruder, pytest.raises(
-            redis.AuthenticationError
-        ):
+        with client(port, username, password) as intruder, pytest.raises(redis.AuthenticationError):
             intruder.ping()
     gateway = client(port, "gateway", "s3cret pass'word", client_name="gw-test", protocol=3)
     with gateway:
@@ -521,9 +551,13 @@ def test_only_the_gateway_user_gets_in_and_only_to_its_keys(live_redis: tuple[in
         assert gateway.set("gw:k", b"v", px=1000)
         assert gateway.eval("return redis.call('HSET', KEYS[1], 'f', 1)", 1, "gw:n") == 1
         assert gateway.hset("gw:h", mapping={"a": 1}) == 1
-        for forbidden in (lambda: gateway.set("other", 1), lambda: gateway.flushall(),
-                          lambda: gateway.config_get("*"), lambda: gateway.keys("*"),
-                          lambda: gateway.eval("return redis.call('FLUSHALL')", 0)):
+        for forbidden in (
+            lambda: gateway.set("other", 1),
+            lambda: gateway.flushall(),
+            lambda: gateway.config_get("*"),
+            lambda: gateway.keys("*"),
+            lambda: gateway.eval("return redis.call('FLUSHALL')", 0),
+        ):
             with pytest.raises(redis.ResponseError, match=r"(?i)no permissions|ACL failure"):
                 forbidden()
 
@@ -542,10 +576,24 @@ def test_script_writes_survive_a_restart_from_the_aof_under_the_shipped_acl(
     conf = (ROOT / conf_file).read_text().replace("\ndir /data\n", f"\ndir {tmp_path}\n")
     (tmp_path / "redis.conf").write_text(conf)
     port = free_port()
-    env = {**os.environ, "REDIS_PASSWORD": "pw-for-aof-test", "REDIS_ACL_FILE": f"{tmp_path}/acl/u.acl",
-           "REDIS_ACL_TEMPLATE": str(ROOT / "redis/users.acl.template")}
-    argv = ["sh", str(ROOT / "redis/entrypoint.sh"), binaries[0], str(tmp_path / "redis.conf"),
-            "--port", str(port), "--bind", "127.0.0.1", "--aclfile", f"{tmp_path}/acl/u.acl"]
+    env = {
+        **os.environ,
+        "REDIS_PASSWORD": "pw-for-aof-test",
+        "REDIS_ACL_FILE": f"{tmp_path}/acl/u.acl",
+        "REDIS_ACL_TEMPLATE": str(ROOT / "redis/users.acl.template"),
+    }
+    argv = [
+        "sh",
+        str(ROOT / "redis/entrypoint.sh"),
+        binaries[0],
+        str(tmp_path / "redis.conf"),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--aclfile",
+        f"{tmp_path}/acl/u.acl",
+    ]
 
     def start() -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -564,15 +612,20 @@ def test_script_writes_survive_a_restart_from_the_aof_under_the_shipped_acl(
     try:
         with client(port, "gateway", "pw-for-aof-test") as gw:
             # The shapes the gateway's scripts write: a counter hash with an expiry, a lock.
-            gw.eval("redis.call('HSET', KEYS[1], 'c', 3); return redis.call('PEXPIRE', KEYS[1], 3600000)",
-                    1, "gw:rl1:{client}:sliding:3:3600:3")
+            gw.eval(
+                "redis.call('HSET', KEYS[1], 'c', 3); return redis.call('PEXPIRE', KEYS[1], 3600000)",
+                1,
+                "gw:rl1:{client}:sliding:3:3600:3",
+            )
             gw.eval("return redis.call('SET', KEYS[1], 'token', 'NX', 'PX', 3600000)", 1, "gw:lock")
             gw.set("gw:plain", "1", px=3600000)
         stop(proc)
         proc = start()
         with client(port, "gateway", "pw-for-aof-test") as gw:
             assert sorted(gw.scan_iter("gw:*")) == [
-                b"gw:lock", b"gw:plain", b"gw:rl1:{client}:sliding:3:3600:3"
+                b"gw:lock",
+                b"gw:plain",
+                b"gw:rl1:{client}:sliding:3:3600:3",
             ]
             assert gw.hget("gw:rl1:{client}:sliding:3:3600:3", "c") == b"3"
             assert 0 < gw.pttl("gw:rl1:{client}:sliding:3:3600:3") <= 3600000
@@ -599,20 +652,32 @@ def test_compose_redis_healthcheck_against_the_live_server(
 
 
 def test_entrypoint_refuses_an_empty_password(tmp_path: Path) -> None:
-    env = {**os.environ, "REDIS_PASSWORD": "", "REDIS_ACL_FILE": str(tmp_path / "acl/u.acl"),
-           "REDIS_ACL_TEMPLATE": str(ROOT / "redis/users.acl.template")}
-    result = subprocess.run(["sh", str(ROOT / "redis/entrypoint.sh"), "true"], env=env,
-                            capture_output=True, text=True, timeout=10, check=False)
+    env = {
+        **os.environ,
+        "REDIS_PASSWORD": "",
+        "REDIS_ACL_FILE": str(tmp_path / "acl/u.acl"),
+        "REDIS_ACL_TEMPLATE": str(ROOT / "redis/users.acl.template"),
+    }
+    result = subprocess.run(
+        ["sh", str(ROOT / "redis/entrypoint.sh"), "true"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
     assert result.returncode != 0 and "REDIS_PASSWORD" in result.stderr
     assert not (tmp_path / "acl/u.acl").exists()
 
 
 def test_rendered_acl_file_holds_a_digest_not_the_password(tmp_path: Path) -> None:
-    env = {**os.environ, "REDIS_PASSWORD": "hunter2-long-secret",
-           "REDIS_ACL_FILE": str(tmp_path / "acl/u.acl"),
-           "REDIS_ACL_TEMPLATE": str(ROOT / "redis/users.acl.template")}
-    subprocess.run(["sh", str(ROOT / "redis/entrypoint.sh"), "true"], env=env, timeout=10,
-                   check=True)
+    env = {
+        **os.environ,
+        "REDIS_PASSWORD": "hunter2-long-secret",
+        "REDIS_ACL_FILE": str(tmp_path / "acl/u.acl"),
+        "REDIS_ACL_TEMPLATE": str(ROOT / "redis/users.acl.template"),
+    }
+    subprocess.run(["sh", str(ROOT / "redis/entrypoint.sh"), "true"], env=env, timeout=10, check=True)
     rendered = (tmp_path / "acl/u.acl").read_text()
     assert "hunter2" not in rendered
     lines = rendered.splitlines()

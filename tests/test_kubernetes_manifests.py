@@ -717,8 +717,8 @@ def test_each_redis_runs_its_compose_configuration_through_its_entrypoint(
     assert mounted[compose["command"][1]] == f"./{REDIS_STATEFULSETS[name]}"
     assert data["redis.conf"] == (ROOT / REDIS_STATEFULSETS[name]).read_text()
     # The password reaches the entrypoint and redis-cli from the Secret, never the command line.
-    assert {v["name"] for v in main["env"]} == {"REDIS_PASSWORD", "REDISCLI_AUTH"} == set(
-        compose["environment"]
+    assert (
+        {v["name"] for v in main["env"]} == {"REDIS_PASSWORD", "REDISCLI_AUTH"} == set(compose["environment"])
     )
     probe = " ".join(main["readinessProbe"]["exec"]["command"])
     assert "PASSWORD" not in probe and "-a " not in probe and "grep -q PONG" in probe
@@ -753,7 +753,9 @@ def test_the_gateway_reaches_each_redis_by_its_service_as_the_acl_user_without_a
     url = urlsplit(counters.url.get_secret_value())
     counters_service = find(objects, "Service", "redis-counters")
     assert (url.scheme, url.hostname, url.port) == (
-        "redis", counters_service["metadata"]["name"], counters_service["spec"]["ports"][0]["port"]
+        "redis",
+        counters_service["metadata"]["name"],
+        counters_service["spec"]["ports"][0]["port"],
     )
     # No credentials written into the ConfigMap: REDIS_USERNAME/REDIS_PASSWORD (the Secret) apply.
     assert url.username is None and url.password is None and password not in counters.url.get_secret_value()
@@ -967,7 +969,11 @@ def test_deployment_probes_answer_200_and_readiness_follows_redis_but_liveness_d
             assert answer.status_code == 200, (probe, answer.text, gw.logs())
         ready = httpx.get(probe_url(gw, main["readinessProbe"])).json()
         assert {k: ready[k] for k in ("status", "store", "circuit", "redis", "counters_redis")} == {
-            "status": "ready", "store": "redis", "circuit": "closed", "redis": "ok", "counters_redis": "ok"
+            "status": "ready",
+            "store": "redis",
+            "circuit": "closed",
+            "redis": "ok",
+            "counters_redis": "ok",
         }
         # The route from the ConfigMap's routes file reaches the upstream.
         assert httpx.get(f"{gw.url}/k8s-route").status_code == 200

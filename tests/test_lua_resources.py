@@ -65,9 +65,21 @@ def test_the_built_wheel_ships_every_lua_file_and_loads_it_from_the_zip(tmp_path
     shutil.copytree(PACKAGE, source / "gateway", ignore=shutil.ignore_patterns("__pycache__"))
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-         "--quiet", "--wheel-dir", str(dist), str(source)],
-        check=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--quiet",
+            "--wheel-dir",
+            str(dist),
+            str(source),
+        ],
+        check=True,
+        timeout=300,
     )
     (wheel,) = dist.glob("gateway-*.whl")
     with zipfile.ZipFile(wheel) as archive:
@@ -81,10 +93,20 @@ def test_the_built_wheel_ships_every_lua_file_and_loads_it_from_the_zip(tmp_path
         "print(r.SCRIPT.source == open(sys.argv[2]).read(), c._PUT.source == open(sys.argv[3]).read())"
     )
     result = subprocess.run(
-        [sys.executable, "-c", check, str(wheel), str(PACKAGE / "ratelimit/lua/decide.lua"),
-         str(PACKAGE / "cache/lua/put.lua")],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(wheel)}, capture_output=True,
-        text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-c",
+            check,
+            str(wheel),
+            str(PACKAGE / "ratelimit/lua/decide.lua"),
+            str(PACKAGE / "cache/lua/put.lua"),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(wheel)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "True"]

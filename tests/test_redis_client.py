@@ -63,7 +63,9 @@ def test_sentinel_pool_honours_the_maximum() -> None:
 
 
 def test_describe_never_shows_the_password() -> None:
-    for env in ({"REDIS_URL": "redis://u:s3cret@cache:6379/0"},
-                {"REDIS_HOST": "cache", "REDIS_PASSWORD": "s3cret"}):
+    for env in (
+        {"REDIS_URL": "redis://u:s3cret@cache:6379/0"},
+        {"REDIS_HOST": "cache", "REDIS_PASSWORD": "s3cret"},
+    ):
         text = describe(settings(**env).redis)
         assert "s3cret" not in text and "cache" in text

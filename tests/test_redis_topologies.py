@@ -130,8 +130,7 @@ async def test_a_resharded_slot_is_followed_through_ask_and_moved(
             ids[port] = primary.execute_command("CLUSTER", "MYID").decode()
     with node(cluster.ports[0]) as any_node:
         owner = next(
-            int(s[2][1]) for s in any_node.execute_command("CLUSTER", "SLOTS")
-            if s[0] <= slot <= s[1]
+            int(s[2][1]) for s in any_node.execute_command("CLUSTER", "SLOTS") if s[0] <= slot <= s[1]
         )
     target = next(port for port in cluster.ports if port != owner)
 
@@ -141,9 +140,10 @@ async def test_a_resharded_slot_is_followed_through_ask_and_moved(
         src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", key)
         # Mid-migration the source answers ASK for keys it no longer has.
         assert await one_flush(p, [p.execute("GET", key), p.execute("SET", fresh, "new")]) == [
-            b"before", True]
-        src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000,
-                            "KEYS", "{moving}:n")
+            b"before",
+            True,
+        ]
+        src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", "{moving}:n")
         for port in [target, owner, *(q for q in cluster.ports if q not in (owner, target))]:
             with node(port) as each:
                 each.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
@@ -209,8 +209,10 @@ async def test_cache_store_round_trip_on_the_cluster(
 
     assert await store.purge(tag="items") == len(urls)  # members live on every primary
     assert await store.lookup(urls[0], "gzip") == Lookup(None, None, None)
-    nodes = {cluster_client.get_node_from_key(entry_name(u)).port  # type: ignore[union-attr]
-             for u in urls}
+    nodes = {
+        cluster_client.get_node_from_key(entry_name(u)).port  # type: ignore[union-attr]
+        for u in urls
+    }
     assert len(nodes) > 1
 
 
@@ -231,8 +233,10 @@ async def test_multi_limit_decision_on_the_cluster(
     last = rounds[2][0]
     assert [s.remaining for s in last.states] == [0, 2]
     assert rounds[3][0].retry_after_ms > 0
-    ports = {cluster_client.get_node_from_key(counter_keys(c, limits, "sliding")[0]).port  # type: ignore[union-attr]
-             for c in clients}
+    ports = {
+        cluster_client.get_node_from_key(counter_keys(c, limits, "sliding")[0]).port  # type: ignore[union-attr]
+        for c in clients
+    }
     assert len(ports) > 1  # the clients' counters really live on several primaries
 
 
@@ -327,8 +331,13 @@ async def test_a_demoted_master_is_left_for_the_new_one(sentinel: LocalSentinel)
 
 
 # getfixturevalue hides the topology fixtures from tier inference (tests/tiers.py): marked here.
-@pytest.mark.parametrize("mode", ["standalone", *(pytest.param(mode, marks=pytest.mark.topology)
-                                                  for mode in ("sentinel", "cluster", "cluster-url"))])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "standalone",
+        *(pytest.param(mode, marks=pytest.mark.topology) for mode in ("sentinel", "cluster", "cluster-url")),
+    ],
+)
 async def test_create_redis_for_each_mode_from_the_environment(
     mode: str, request: pytest.FixtureRequest
 ) -> None:
@@ -340,13 +349,15 @@ async def test_create_redis_for_each_mode_from_the_environment(
         expected: type = Redis
     elif mode == "sentinel":
         topology: LocalSentinel = request.getfixturevalue("sentinel")
-        env = {"REDIS_MODE": "sentinel", "REDIS_SENTINELS": topology.env_value,
-               "REDIS_SENTINEL_MASTER": MASTER_NAME}
+        env = {
+            "REDIS_MODE": "sentinel",
+            "REDIS_SENTINELS": topology.env_value,
+            "REDIS_SENTINEL_MASTER": MASTER_NAME,
+        }
         expected = Redis
     else:
         local: LocalCluster = request.getfixturevalue("cluster")
-        env = {"REDIS_MODE": "cluster", "REDIS_HOST": "127.0.0.1",
-               "REDIS_PORT": str(local.ports[1])}
+        env = {"REDIS_MODE": "cluster", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(local.ports[1])}
         if mode == "cluster-url":
             env = {"REDIS_MODE": "cluster", "REDIS_URL": local.url}
         expected = RedisCluster

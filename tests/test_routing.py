@@ -7,11 +7,13 @@ from gateway.routing import RouteTable
 
 
 def table() -> RouteTable:
-    return RouteTable([
-        Route("root", "/", ("http://root:1",)),
-        Route("api", "/api", ("http://a:1/base", "http://b:2"), strip_prefix=True),
-        Route("apiv2", "/api/v2", ("http://v2:1",)),
-    ])
+    return RouteTable(
+        [
+            Route("root", "/", ("http://root:1",)),
+            Route("api", "/api", ("http://a:1/base", "http://b:2"), strip_prefix=True),
+            Route("apiv2", "/api/v2", ("http://v2:1",)),
+        ]
+    )
 
 
 def test_longest_prefix_wins_on_segment_boundaries() -> None:

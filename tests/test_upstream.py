@@ -65,16 +65,18 @@ async def test_one_timer_serves_many_requests(monkeypatch: pytest.MonkeyPatch) -
 # -- the exact (httpx) path for header bytes aiohttp would re-encode --------------------------
 
 
-
-
 @respx.mock
 async def test_exact_upstream_sends_header_bytes_verbatim_and_streams_the_answer() -> None:
     route = respx.get("http://backend:3000/a%2Fb?q=1").mock(
-        return_value=httpx.Response(201, headers=[(b"X-Back", b"\xe9t\xe9")], content=b"body"))
+        return_value=httpx.Response(201, headers=[(b"X-Back", b"\xe9t\xe9")], content=b"body")
+    )
     upstream = VerbatimUpstream(connect_timeout=1, max_connections=2)
     response = await upstream.request(
-        "GET", "http://backend:3000", b"/a%2Fb?q=1",
-        [(b"host", b"backend:3000"), (b"x-name", b"Jos\xe9")], None,
+        "GET",
+        "http://backend:3000",
+        b"/a%2Fb?q=1",
+        [(b"host", b"backend:3000"), (b"x-name", b"Jos\xe9")],
+        None,
     )
     sent = route.calls.last.request
     assert (b"x-name", b"Jos\xe9") in sent.headers.raw
@@ -88,11 +90,14 @@ async def test_exact_upstream_sends_header_bytes_verbatim_and_streams_the_answer
 
 
 @respx.mock
-@pytest.mark.parametrize(("error", "expected"), [
-    (httpx.ConnectError("refused"), BadGateway),
-    (httpx.ReadError("reset"), BadGateway),
-    (httpx.ConnectTimeout("slow"), GatewayTimeout),
-])
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (httpx.ConnectError("refused"), BadGateway),
+        (httpx.ReadError("reset"), BadGateway),
+        (httpx.ConnectTimeout("slow"), GatewayTimeout),
+    ],
+)
 async def test_exact_upstream_maps_httpx_errors(error: Exception, expected: type) -> None:
     respx.get("http://backend:3000/x").mock(side_effect=error)
     upstream = VerbatimUpstream(connect_timeout=1, max_connections=2)

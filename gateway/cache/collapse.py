@@ -80,22 +80,19 @@ class Refresher:
         self._running: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def schedule(
-        self, scope: Scope, request: CacheRequest, entry: StoredResponse, store: CacheStore
-    ) -> None:
+    def schedule(self, scope: Scope, request: CacheRequest, entry: StoredResponse, store: CacheStore) -> None:
         """Refresh ``entry`` in the background unless a refresh of its key is running."""
         if request.key in self._running:
             return
         self._running.add(request.key)
         background = CacheRequest(request.key, "GET", request.headers, request.settings, CacheControl())
-        task = asyncio.create_task(
-            self._refresh(_detached(scope), background, entry, store)
-        )
+        task = asyncio.create_task(self._refresh(_detached(scope), background, entry, store))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _refresh(
-        self, scope: Scope, request: CacheRequest, entry: StoredResponse, store: CacheStore) -> None:
+        self, scope: Scope, request: CacheRequest, entry: StoredResponse, store: CacheStore
+    ) -> None:
         done = asyncio.Event()
         body_sent = False
 
@@ -116,7 +113,14 @@ class Refresher:
                 return  # another process is refreshing it
             try:
                 await revalidate(
-                    self.app, scope, receive, discard, request, entry, store, self.clock,
+                    self.app,
+                    scope,
+                    receive,
+                    discard,
+                    request,
+                    entry,
+                    store,
+                    self.clock,
                     budget=self.budget,
                 )
             finally:

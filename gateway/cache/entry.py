@@ -49,10 +49,21 @@ class StoredResponse:
         vary = self.vary.encode("latin-1")
         fresh = self.freshness
         head = _HEAD.pack(
-            MAGIC, self.status, fresh.flags,
-            self.request_time, self.response_time, self.stored_at,
-            fresh.lifetime, fresh.initial_age, fresh.stale_while_revalidate, fresh.stale_if_error,
-            len(headers), len(self.body), len(tags), len(vary), len(self.variant),
+            MAGIC,
+            self.status,
+            fresh.flags,
+            self.request_time,
+            self.response_time,
+            self.stored_at,
+            fresh.lifetime,
+            fresh.initial_age,
+            fresh.stale_while_revalidate,
+            fresh.stale_if_error,
+            len(headers),
+            len(self.body),
+            len(tags),
+            len(vary),
+            len(self.variant),
         )
         return b"".join((head, headers, self.body, tags, vary, self.variant))
 
@@ -80,9 +91,21 @@ def _decode(blob: bytes) -> StoredResponse | None:
         return None
     try:
         (
-            _, status, flags, request_time, response_time, stored_at,
-            lifetime, initial_age, swr, sie,
-            n_headers, n_body, n_tags, n_vary, n_variant,
+            _,
+            status,
+            flags,
+            request_time,
+            response_time,
+            stored_at,
+            lifetime,
+            initial_age,
+            swr,
+            sie,
+            n_headers,
+            n_body,
+            n_tags,
+            n_vary,
+            n_variant,
         ) = _HEAD.unpack_from(blob)
         if _HEAD.size + n_headers + n_body + n_tags + n_vary + n_variant != len(blob):
             return None
@@ -90,7 +113,7 @@ def _decode(blob: bytes) -> StoredResponse | None:
         position = _HEAD.size
         parts = []
         for length in (n_headers, n_body, n_tags, n_vary, n_variant):
-            parts.append(bytes(view[position:position + length]))
+            parts.append(bytes(view[position : position + length]))
             position += length
         raw_headers, body, raw_tags, raw_vary, variant = parts
         headers = []
@@ -103,8 +126,16 @@ def _decode(blob: bytes) -> StoredResponse | None:
         tags = tuple(raw_tags.decode().split("\n")) if raw_tags else ()
         freshness = Freshness(lifetime, initial_age, swr, sie, flags)
         return StoredResponse(
-            status, headers, body, request_time, response_time, stored_at, freshness,
-            tags, raw_vary.decode("latin-1"), variant,
+            status,
+            headers,
+            body,
+            request_time,
+            response_time,
+            stored_at,
+            freshness,
+            tags,
+            raw_vary.decode("latin-1"),
+            variant,
         )
     except (struct.error, UnicodeDecodeError, ValueError):
         return None

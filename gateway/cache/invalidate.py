@@ -39,7 +39,10 @@ async def forward_invalidating(
 
 
 async def invalidate(
-    runtime: Runtime, scope: Scope, info: RequestInfo, store: CacheStore,
+    runtime: Runtime,
+    scope: Scope,
+    info: RequestInfo,
+    store: CacheStore,
     response_headers: list[tuple[bytes, bytes]],
 ) -> None:
     """Drop every variant of each target's key; store trouble is not the client's problem."""
@@ -51,9 +54,16 @@ async def invalidate(
     ):
         route = info.route if path == raw_path else runtime.routes.match(path)
         if route is not None and route.cache.enabled:
-            keys.append(policy.primary_key(
-                info.scheme, info.cache_authority, route.name, path, query, route.cache.ignore_query_params
-            ))
+            keys.append(
+                policy.primary_key(
+                    info.scheme,
+                    info.cache_authority,
+                    route.name,
+                    path,
+                    query,
+                    route.cache.ignore_query_params,
+                )
+            )
     results = await asyncio.gather(*(store.invalidate(key) for key in keys), return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, StoreUnavailable):

@@ -20,7 +20,8 @@ def strip_query(raw_query: bytes, ignore_params: Collection[str]) -> bytes:
     if not raw_query or not ignore_params:
         return raw_query
     kept = [
-        part for part in raw_query.split(b"&")
+        part
+        for part in raw_query.split(b"&")
         if urllib.parse.unquote_plus(part.partition(b"=")[0].decode("latin-1")) not in ignore_params
     ]
     return b"&".join(kept)
@@ -34,9 +35,7 @@ def strip_query(raw_query: bytes, ignore_params: Collection[str]) -> bytes:
 
 def field(text: str) -> str:
     """One key field, escaped: no "|", "{" or "}" left, and distinct texts stay distinct."""
-    return (
-        text.replace("%", "%25").replace("|", "%7C").replace("{", "%7B").replace("}", "%7D")
-    )
+    return text.replace("%", "%25").replace("|", "%7C").replace("{", "%7B").replace("}", "%7D")
 
 
 def _path(text: str) -> str:

@@ -49,9 +49,7 @@ _VARY_MEMORY = 10_000  # primary keys whose Vary this process remembers, to gues
 class CacheMiddleware:
     """Pure ASGI middleware; per-request state lives in locals and `CacheRequest`."""
 
-    def __init__(
-        self, app: ASGIApp, runtime: Runtime, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, app: ASGIApp, runtime: Runtime, clock: Callable[[], float] = time.time) -> None:
         self.app = app
         self.runtime = runtime
         self.clock = clock
@@ -96,7 +94,11 @@ class CacheMiddleware:
             return None
         settings = route.cache
         key = policy.primary_key(
-            info.scheme, info.cache_authority, route.name, info.path, scope.get("query_string", b""),
+            info.scheme,
+            info.cache_authority,
+            route.name,
+            info.path,
+            scope.get("query_string", b""),
             settings.ignore_query_params,
         )
         # Vary selects on the fields as forwarded (the gateway's own X-Forwarded-For, not the
@@ -189,8 +191,13 @@ class CacheMiddleware:
             self._vary.pop(key, None)
 
     async def _answer(
-        self, scope: Scope, receive: Receive, send: Send, request: CacheRequest,
-        entry: StoredResponse | None, lookup: Lookup,
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request: CacheRequest,
+        entry: StoredResponse | None,
+        lookup: Lookup,
     ) -> None:
         info = request_info(scope)
         store = self.runtime.cache_store
@@ -218,17 +225,27 @@ class CacheMiddleware:
         if "only-if-cached" in request.request_cc:  # §5.2.1.7
             info.cache_status = "MISS"
             await send_problem(
-                send, 504, "Gateway Timeout", "Not in cache (only-if-cached).",
+                send,
+                504,
+                "Gateway Timeout",
+                "Not in cache (only-if-cached).",
                 headers=cache_headers(b"MISS", policy.cache_status(detail="only-if-cached")),
-                request_id=info.request_id, head=request.method == "HEAD",
+                request_id=info.request_id,
+                head=request.method == "HEAD",
             )
             return
         fwd = "uri-miss" if lookup.vary is None else "vary-miss" if lookup.vary else "miss"
         await self._forward(scope, receive, send, request, entry, store, fwd)
 
     async def _forward(
-        self, scope: Scope, receive: Receive, send: Send, request: CacheRequest,
-        entry: StoredResponse | None, store: CacheStore, fwd: str,
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request: CacheRequest,
+        entry: StoredResponse | None,
+        store: CacheStore,
+        fwd: str,
     ) -> None:
         """Go upstream as the collapsing leader, or wait for one (across processes). The lock is
         released as soon as the exchange will store nothing more, not when the client has been
@@ -249,30 +266,40 @@ class CacheMiddleware:
             and header(request.headers, b"authorization") is None
         )
         if collapsible:
-            token, found = await lead_or_follow(
-                store, request, lambda: self._usable(store, request)
-            )
+            token, found = await lead_or_follow(store, request, lambda: self._usable(store, request))
             if found is not None:
                 info.cache_status = "HIT"
                 now = self.clock()
                 age = found.age(now)
-                status = policy.cache_status(
-                    hit=True, ttl=found.freshness.lifetime - age, detail="collapsed"
-                )
+                status = policy.cache_status(hit=True, ttl=found.freshness.lifetime - age, detail="collapsed")
                 await send_entry(send, found, request, now=now, x_cache=b"HIT", status=status)
                 return
         try:
             if entry is not None:
                 info.cache_status = "EXPIRED"
                 await revalidate(
-                    self.app, scope, receive, send, request, entry, store, self.clock,
-                    budget=self.tee, settled=release,
+                    self.app,
+                    scope,
+                    receive,
+                    send,
+                    request,
+                    entry,
+                    store,
+                    self.clock,
+                    budget=self.tee,
+                    settled=release,
                 )
             else:
                 info.cache_status = "MISS"
                 relay = Relay(
-                    send, request, store, request_time=self.clock(), clock=self.clock,
-                    budget=self.tee, settled=release, fwd=fwd,
+                    send,
+                    request,
+                    store,
+                    request_time=self.clock(),
+                    clock=self.clock,
+                    budget=self.tee,
+                    settled=release,
+                    fwd=fwd,
                 )
                 try:
                     await self.app(scope, receive, relay)
@@ -280,9 +307,7 @@ class CacheMiddleware:
                     relay.close()
         except GatewayError as exc:  # rendered by the context layer: mark it as ours too
             status = policy.cache_status(fwd=fwd, fwd_status=exc.status)
-            info.extra_response_headers.extend(
-                cache_headers(info.cache_status.encode(), status)
-            )
+            info.extra_response_headers.extend(cache_headers(info.cache_status.encode(), status))
             raise
         finally:
             await release()

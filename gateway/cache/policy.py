@@ -139,9 +139,7 @@ def is_refused_error(status: int, cache_errors: Collection[int] = frozenset()) -
     return status >= 400 and status not in STORABLE_ERROR_STATUSES and status not in cache_errors
 
 
-def client_directives(
-    request_cc: CacheControl, pragma: bytes | None, *, honor_refresh: bool
-) -> CacheControl:
+def client_directives(request_cc: CacheControl, pragma: bytes | None, *, honor_refresh: bool) -> CacheControl:
     """The request directives the cache acts on (§5.2.1).
 
     By default (as Varnish) a client cannot make a stored answer unusable: ``no-cache``,
@@ -174,15 +172,11 @@ def withheld_fields(response_cc: CacheControl) -> frozenset[bytes]:
     for directive in FIELD_QUALIFIED_DIRECTIVES:
         value = response_cc.directives.get(directive)
         if value:
-            names.update(
-                name.strip().lower().encode("latin-1") for name in value.split(",") if name.strip()
-            )
+            names.update(name.strip().lower().encode("latin-1") for name in value.split(",") if name.strip())
     return frozenset(names)
 
 
-def _explicitly_cacheable(
-    status: int, response_cc: CacheControl, response_headers: Headers
-) -> bool:
+def _explicitly_cacheable(status: int, response_cc: CacheControl, response_headers: Headers) -> bool:
     """Explicit freshness (§4.2.1), or ``public``, which only lends the heuristic to a status
     that is not an error (the heuristic never applies to errors)."""
     explicit = {"max-age", "s-maxage"} if status >= 400 else {"public", "max-age", "s-maxage"}
@@ -254,17 +248,13 @@ def current_age(initial: float, response_time: float, now: float) -> float:
     return initial + max(0.0, now - response_time)
 
 
-def stale_windows(
-    response_cc: CacheControl, route_swr: float, route_sie: float
-) -> tuple[float, float, bool]:
+def stale_windows(response_cc: CacheControl, route_swr: float, route_sie: float) -> tuple[float, float, bool]:
     """RFC 5861 §3-§4 windows (directive, else route setting) and whether stale is forbidden.
 
     must-revalidate, proxy-revalidate and no-cache forbid serving stale (§4.2.4). s-maxage
     implies proxy-revalidate (§5.2.2.10) unless the origin itself grants a stale window.
     """
-    if NO_STALE_DIRECTIVES.intersection(response_cc.directives) or _unqualified(
-        response_cc, "no-cache"
-    ):
+    if NO_STALE_DIRECTIVES.intersection(response_cc.directives) or _unqualified(response_cc, "no-cache"):
         return 0.0, 0.0, True
     swr = response_cc.seconds("stale-while-revalidate")
     sie = response_cc.seconds("stale-if-error")
@@ -287,8 +277,12 @@ def assess(
 ) -> Freshness:
     """All freshness facts of a storable response (§4.2, §5.2.2, RFC 5861)."""
     lifetime = freshness_lifetime(
-        status, response_cc, response_headers, response_time,
-        default_ttl=default_ttl, force_ttl=force_ttl,
+        status,
+        response_cc,
+        response_headers,
+        response_time,
+        default_ttl=default_ttl,
+        force_ttl=force_ttl,
     )
     swr, sie, no_stale = stale_windows(response_cc, route_swr, route_sie)
     flags = FLAG_NO_STALE if no_stale else 0

@@ -88,8 +88,12 @@ def purge_endpoint(runtime: PurgeRuntime) -> Callable[[Request], Awaitable[Respo
 def _authorise(request: Request, settings: Settings, guard: AdminGuard) -> None:
     if settings.admin_token is None:
         raise Forbidden("purging is disabled: no admin token (GATEWAY_ADMIN_TOKEN) is configured")
-    guard.authorise(client_key(request.scope), request.headers.get("authorization"),
-                    settings.admin_token, time.monotonic())
+    guard.authorise(
+        client_key(request.scope),
+        request.headers.get("authorization"),
+        settings.admin_token,
+        time.monotonic(),
+    )
 
 
 async def _read_body(request: Request) -> bytes:
@@ -137,7 +141,8 @@ def _normal(path: bytes, settings: Settings) -> bytes:
     `//api/x` or `/caf\u00e9` purges what `/api/x` and `/caf%C3%A9` stored."""
     try:
         return normalise_path(
-            path, merge_slashes=settings.merge_slashes,
+            path,
+            merge_slashes=settings.merge_slashes,
             keep_escaped_slashes=settings.path_escaped_slashes == "keep",
         )
     except PathRejected as exc:

@@ -142,8 +142,14 @@ class Relay:
         request, settings = self.request, self.request.settings
         response_cc = cache_control_of(self.headers)
         reason = policy.refusal(
-            request.method, self.status, request.request_cc, response_cc, request.headers,
-            self.headers, default_ttl=settings.ttl, cache_errors=settings.cache_errors,
+            request.method,
+            self.status,
+            request.request_cc,
+            response_cc,
+            request.headers,
+            self.headers,
+            default_ttl=settings.ttl,
+            cache_errors=settings.cache_errors,
         )
         if reason is not None:
             return False
@@ -228,8 +234,12 @@ class Relay:
 
     async def _store(self, body: bytes) -> None:
         entry = build_entry(
-            self.request, self.status, self.headers, body,
-            request_time=self.request_time, response_time=self.response_time,
+            self.request,
+            self.status,
+            self.headers,
+            body,
+            request_time=self.request_time,
+            response_time=self.response_time,
         )
         self.stored = await put_entry(self.store, self.request, entry)
 
@@ -247,9 +257,15 @@ def build_entry(
     settings = request.settings
     response_cc = cache_control_of(headers)
     freshness = policy.assess(
-        status, response_cc, headers, request_time, response_time,
-        default_ttl=settings.ttl, force_ttl=settings.force_ttl,
-        route_swr=settings.stale_while_revalidate, route_sie=settings.stale_if_error,
+        status,
+        response_cc,
+        headers,
+        request_time,
+        response_time,
+        default_ttl=settings.ttl,
+        force_ttl=settings.force_ttl,
+        route_swr=settings.stale_while_revalidate,
+        route_sie=settings.stale_if_error,
     )
     withheld = NOT_STORED_FIELDS | policy.withheld_fields(response_cc)
     withheld |= connection_tokens(headers)
@@ -257,8 +273,16 @@ def build_entry(
     stored.append((b"content-length", str(len(body)).encode()))
     vary = policy.vary_names(headers)
     return StoredResponse(
-        status, stored, body, request_time, response_time, response_time, freshness,
-        policy.tags(headers), vary, policy.variant_material(vary, request.headers),
+        status,
+        stored,
+        body,
+        request_time,
+        response_time,
+        response_time,
+        freshness,
+        policy.tags(headers),
+        vary,
+        policy.variant_material(vary, request.headers),
     )
 
 
@@ -269,7 +293,11 @@ async def put_entry(store: CacheStore, request: CacheRequest, entry: StoredRespo
         return False
     try:
         await store.put(
-            request.key, policy.variant_id(entry.variant), entry.vary, entry.encode(), ttl,
+            request.key,
+            policy.variant_id(entry.variant),
+            entry.vary,
+            entry.encode(),
+            ttl,
             entry.tags,
         )
     except StoreUnavailable:

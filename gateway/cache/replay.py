@@ -11,9 +11,7 @@ from gateway.cache.request import CacheRequest
 from gateway.types import Headers
 
 
-def cache_headers(
-    x_cache: bytes, status: bytes, age: float | None = None
-) -> list[tuple[bytes, bytes]]:
+def cache_headers(x_cache: bytes, status: bytes, age: float | None = None) -> list[tuple[bytes, bytes]]:
     """Age (when answering from storage), Cache-Status (RFC 9211) and X-Cache."""
     extra = [(b"cache-status", status), (b"x-cache", x_cache)]
     if age is not None:
@@ -37,15 +35,16 @@ async def send_entry(
     meant for this client only (a Set-Cookie that came with its revalidation)."""
     age = entry.age(now)
     extra = [*own, *cache_headers(x_cache, status, age)]
-    if conditional and _is_conditional(request.headers) and validation.not_modified(
-        request.headers, entry.headers, entry.response_time, now
+    if (
+        conditional
+        and _is_conditional(request.headers)
+        and validation.not_modified(request.headers, entry.headers, entry.response_time, now)
     ):
         headers = validation.not_modified_headers(entry.headers) + extra
         await send({"type": "http.response.start", "status": 304, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
         return
-    await send({"type": "http.response.start", "status": entry.status,
-                "headers": entry.headers + extra})
+    await send({"type": "http.response.start", "status": entry.status, "headers": entry.headers + extra})
     body = b"" if request.method == "HEAD" else entry.body
     await send({"type": "http.response.body", "body": body})
 

@@ -44,17 +44,23 @@ async def revalidate(
     as nothing more will be stored, before the client is answered."""
     info = request_info(scope)
     request_time = clock()
-    covers_errors = policy.serve_stale_on_error(
-        entry.freshness, entry.age(request_time), request.request_cc
-    )
+    covers_errors = policy.serve_stale_on_error(entry.freshness, entry.age(request_time), request.request_cc)
 
     def intercept(status: int, headers: Headers) -> bool:
         return status == 304 or (covers_errors and policy.is_error_for_stale(status))
 
     fwd = "request" if "no-cache" in request.request_cc else "stale"
     relay = Relay(
-        send, request, store, request_time=request_time, clock=clock, budget=budget,
-        settled=settled, intercept=intercept, x_cache=b"EXPIRED", fwd=fwd,
+        send,
+        request,
+        store,
+        request_time=request_time,
+        clock=clock,
+        budget=budget,
+        settled=settled,
+        intercept=intercept,
+        x_cache=b"EXPIRED",
+        fwd=fwd,
     )
     conditional = validation.revalidation_headers(request.headers, entry.headers)
     upstream_scope = {**scope, "headers": conditional}
@@ -78,7 +84,12 @@ async def revalidate(
         # The 304 is about another representation (§4.3.4): fetch this one whole.
         whole = {**scope, "headers": without(request.headers, validation.CONDITIONAL_HEADERS)}
         again = Relay(
-            send, request, store, request_time=clock(), clock=clock, budget=budget,
+            send,
+            request,
+            store,
+            request_time=clock(),
+            clock=clock,
+            budget=budget,
             settled=settled,
         )
         try:
@@ -91,13 +102,14 @@ async def revalidate(
     await settled()
     status = policy.cache_status(fwd=fwd, fwd_status=304, stored=stored)
     own = [(name, value) for name, value in relay.headers if name in _CLIENT_ONLY]
-    await send_entry(
-        send, fresh, request, now=clock(), x_cache=b"EXPIRED", status=status, own=own
-    )
+    await send_entry(send, fresh, request, now=clock(), x_cache=b"EXPIRED", status=status, own=own)
 
 
 def freshened(
-    entry: StoredResponse, not_modified: Headers, request: CacheRequest, request_time: float,
+    entry: StoredResponse,
+    not_modified: Headers,
+    request: CacheRequest,
+    request_time: float,
     response_time: float,
 ) -> StoredResponse:
     """§4.3.4: the stored response updated with the 304's fields and its new age facts."""
@@ -109,25 +121,41 @@ def freshened(
     assessed = [*headers, (b"age", age)] if age is not None else headers
     settings = request.settings
     freshness = policy.assess(
-        entry.status, cache_control_of(headers), assessed, request_time, response_time,
-        default_ttl=settings.ttl, force_ttl=settings.force_ttl,
-        route_swr=settings.stale_while_revalidate, route_sie=settings.stale_if_error,
+        entry.status,
+        cache_control_of(headers),
+        assessed,
+        request_time,
+        response_time,
+        default_ttl=settings.ttl,
+        force_ttl=settings.force_ttl,
+        route_swr=settings.stale_while_revalidate,
+        route_sie=settings.stale_if_error,
     )
     return entry.with_freshness(
-        freshness, headers=without(headers, NOT_STORED_FIELDS - {b"content-length"}),
-        request_time=request_time, response_time=response_time, stored_at=response_time,
+        freshness,
+        headers=without(headers, NOT_STORED_FIELDS - {b"content-length"}),
+        request_time=request_time,
+        response_time=response_time,
+        stored_at=response_time,
     )
 
 
 async def _serve_stale(
-    send: Send, request: CacheRequest, entry: StoredResponse, now: float, upstream_status: int,
+    send: Send,
+    request: CacheRequest,
+    entry: StoredResponse,
+    now: float,
+    upstream_status: int,
     info: RequestInfo,
 ) -> None:
     """RFC 5861 §4: answer with the stale entry instead of the origin's error."""
     info.cache_status = "STALE"
     age = entry.age(now)
     status = policy.cache_status(
-        hit=True, fwd="stale", fwd_status=upstream_status, ttl=entry.freshness.lifetime - age,
+        hit=True,
+        fwd="stale",
+        fwd_status=upstream_status,
+        ttl=entry.freshness.lifetime - age,
         detail="stale-if-error",
     )
     await send_entry(send, entry, request, now=now, x_cache=b"STALE", status=status)

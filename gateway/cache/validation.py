@@ -22,15 +22,28 @@ CONDITIONAL_HEADERS = frozenset(
 CACHE_BYPASS_HEADERS = frozenset({b"if-match", b"if-unmodified-since", b"if-range", b"range"})
 #: RFC 9110 §15.4.5: fields a 304 carries when the 200 would have.
 NOT_MODIFIED_FIELDS = (
-    b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary",
+    b"cache-control",
+    b"content-location",
+    b"date",
+    b"etag",
+    b"expires",
+    b"vary",
 )
 #: RFC 9111 §3.1-§3.2: hop-by-hop fields are never copied from a 304 into the stored response.
 #: Set-Cookie is for the client that revalidated, never for the shared entry.
 FRESHEN_EXCLUDED = HOP_BY_HOP | {
-    b"content-length", b"age", b"x-cache", b"cache-status", b"set-cookie", b"set-cookie2",
+    b"content-length",
+    b"age",
+    b"x-cache",
+    b"cache-status",
+    b"set-cookie",
+    b"set-cookie2",
     # §3.2 lets a cache keep fields that describe the stored body as it is, so that a 304
     # can never make the stored metadata disagree with the stored bytes.
-    b"content-encoding", b"content-range", b"content-md5", b"etag",
+    b"content-encoding",
+    b"content-range",
+    b"content-md5",
+    b"etag",
 }
 
 _ETAG = re.compile(rb'\s*(W/)?("[^"]*")\s*(?:,|$)')
@@ -62,12 +75,7 @@ def weak_match(a: bytes, b: bytes) -> bool:
 def strong_match(a: bytes, b: bytes) -> bool:
     """RFC 9110 §8.8.3.2 strong comparison: neither weak and the opaque tags equal."""
     tags_a, tags_b = entity_tags(a), entity_tags(b)
-    return (
-        bool(tags_a and tags_b)
-        and not tags_a[0][0]
-        and not tags_b[0][0]
-        and tags_a[0][1] == tags_b[0][1]
-    )
+    return bool(tags_a and tags_b) and not tags_a[0][0] and not tags_b[0][0] and tags_a[0][1] == tags_b[0][1]
 
 
 def last_modified(stored: Headers, response_time: float) -> float:

@@ -45,8 +45,7 @@ def parse_http_date(value: bytes | None, now: float | None = None) -> float | No
             year = str(year_number)
         else:
             return None
-        fields = (int(year), _MONTHS.index(month.lower()) + 1, int(day), int(hour), int(minute),
-                  int(second))
+        fields = (int(year), _MONTHS.index(month.lower()) + 1, int(day), int(hour), int(minute), int(second))
         if not (1 <= fields[2] <= 31 and fields[3] < 24 and fields[4] < 60 and fields[5] < 61):
             return None
         return float(calendar.timegm((*fields, 0, 0, 0)))
@@ -57,4 +56,3 @@ def parse_http_date(value: bytes | None, now: float | None = None) -> float | No
 def format_http_date(timestamp: float) -> bytes:
     """``timestamp`` as an IMF-fixdate (RFC 9110 §5.6.7)."""
     return email.utils.formatdate(timestamp, usegmt=True).encode("ascii")
-

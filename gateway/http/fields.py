@@ -42,8 +42,6 @@ def list_members(value: bytes | None) -> list[str]:
     return [member.strip().lower() for member in text.split(",") if member.strip()]
 
 
-def without(
-    headers: Iterable[tuple[bytes, bytes]], names: frozenset[bytes]
-) -> list[tuple[bytes, bytes]]:
+def without(headers: Iterable[tuple[bytes, bytes]], names: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
     """The headers whose lowercase name is not in ``names``."""
     return [(key, value) for key, value in headers if key.lower() not in names]

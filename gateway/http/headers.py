@@ -11,11 +11,20 @@ from gateway.types import Headers, RawHeaders
 #: `proxy-connection`, a non-standard alias some clients still send, and `http2-settings`, the
 #: h2c upgrade's connection-specific field (RFC 7540 §3.2.1), as the Upgrade it goes with is
 #: ignored.
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
-    b"transfer-encoding", b"upgrade", b"proxy-authorization", b"proxy-authenticate",
-    b"http2-settings",
-})
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"http2-settings",
+    }
+)
 
 #: Request fields the gateway sets itself, so a client's copy is never forwarded. Host is the
 #: upstream's (added by the proxy), Content-Length is re-sent as parsed, Expect is answered here.
@@ -31,21 +40,51 @@ GATEWAY_SET = frozenset({b"host", b"expect", b"x-request-id", b"content-length"}
 #: From an untrusted peer the whole family is dropped; the gateway then sets only its own
 #: X-Forwarded-For/-Proto/-Host, Via and X-Request-ID. A route can let named ones through
 #: (`forward_headers:` in the routes file).
-FORWARDING_FAMILY = frozenset({
-    # who the client is
-    b"forwarded", b"forwarded-for", b"x-forwarded", b"x-real-ip", b"true-client-ip",
-    b"x-client-ip", b"x-cluster-client-ip", b"cf-connecting-ip", b"fastly-client-ip",
-    b"x-proxyuser-ip", b"client-ip", b"http-client-ip", b"x-originating-ip", b"x-remote-ip",
-    b"x-remote-addr", b"x-original-forwarded-for", b"x-original-remote-addr",
-    b"wl-proxy-client-ip", b"proxy-client-ip", b"x-azure-clientip", b"x-azure-socketip",
-    b"x-envoy-external-address", b"x-custom-ip-authorization",
-    # which host, scheme or port was asked for
-    b"x-host", b"x-original-host", b"x-real-host", b"front-end-https", b"x-url-scheme",
-    b"x-scheme", b"x-https", b"x-http-host-override",
-    # which URL or method was "really" requested
-    b"x-original-url", b"x-original-uri", b"x-rewrite-url", b"x-envoy-original-path",
-    b"x-http-method-override", b"x-http-method", b"x-method-override",
-})
+FORWARDING_FAMILY = frozenset(
+    {
+        # who the client is
+        b"forwarded",
+        b"forwarded-for",
+        b"x-forwarded",
+        b"x-real-ip",
+        b"true-client-ip",
+        b"x-client-ip",
+        b"x-cluster-client-ip",
+        b"cf-connecting-ip",
+        b"fastly-client-ip",
+        b"x-proxyuser-ip",
+        b"client-ip",
+        b"http-client-ip",
+        b"x-originating-ip",
+        b"x-remote-ip",
+        b"x-remote-addr",
+        b"x-original-forwarded-for",
+        b"x-original-remote-addr",
+        b"wl-proxy-client-ip",
+        b"proxy-client-ip",
+        b"x-azure-clientip",
+        b"x-azure-socketip",
+        b"x-envoy-external-address",
+        b"x-custom-ip-authorization",
+        # which host, scheme or port was asked for
+        b"x-host",
+        b"x-original-host",
+        b"x-real-host",
+        b"front-end-https",
+        b"x-url-scheme",
+        b"x-scheme",
+        b"x-https",
+        b"x-http-host-override",
+        # which URL or method was "really" requested
+        b"x-original-url",
+        b"x-original-uri",
+        b"x-rewrite-url",
+        b"x-envoy-original-path",
+        b"x-http-method-override",
+        b"x-http-method",
+        b"x-method-override",
+    }
+)
 FORWARDING_PREFIX = b"x-forwarded-"
 
 #: Family members a trusted proxy (GATEWAY_TRUSTED_PROXIES) may pass on: the standard ones.
@@ -70,8 +109,7 @@ def cache_key_fields(headers: Headers, allowed: frozenset[bytes]) -> str:
     """The passed-on forwarding fields (and a route's allowed ones) as cache-key material:
     "" when there are none, the common case."""
     parts = [
-        name + b"=" + value for name, value in headers
-        if name in KEYED_WHEN_FORWARDED or name in allowed
+        name + b"=" + value for name, value in headers if name in KEYED_WHEN_FORWARDED or name in allowed
     ]
     return b"\n".join(parts).decode("latin-1")
 
@@ -99,9 +137,7 @@ def connection_tokens(headers: Headers) -> frozenset[bytes]:
 def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
     """Drop hop-by-hop fields, including any named in `Connection`; keep the rest verbatim."""
     items = [(k.lower(), v) for k, v in headers]
-    drop = HOP_BY_HOP | connection_tokens(items) if any(
-        k == b"connection" for k, _ in items
-    ) else HOP_BY_HOP
+    drop = HOP_BY_HOP | connection_tokens(items) if any(k == b"connection" for k, _ in items) else HOP_BY_HOP
     return [(k, v) for k, v in items if k not in drop]
 
 

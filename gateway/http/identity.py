@@ -34,9 +34,7 @@ def is_trusted(address: str, trusted: Sequence[Network]) -> bool:
     return parsed is not None and any(parsed in net for net in trusted)
 
 
-def resolve(
-    peer: str, forwarded_for: bytes | None, trusted: Sequence[Network]
-) -> tuple[str, list[str]]:
+def resolve(peer: str, forwarded_for: bytes | None, trusted: Sequence[Network]) -> tuple[str, list[str]]:
     """The client address and the verified hops from it to the peer (peer excluded).
 
     `X-Forwarded-For` is walked right to left, stopping at the first hop that is not a trusted

@@ -56,9 +56,7 @@ def counter_keys(
     in one slot, clients spread over the Cluster); decided with other sets, they carry the
     shared `tag` instead, since one script may only touch one slot."""
     head = f"{KEY_PREFIX}{{{identity}}}" if tag is None else f"{KEY_PREFIX}{{{tag}}}:{identity}"
-    return tuple(
-        f"{head}:{strategy}:{lim.amount}:{lim.period}:{lim.burst}" for lim in limits
-    )
+    return tuple(f"{head}:{strategy}:{lim.amount}:{lim.period}:{lim.burst}" for lim in limits)
 
 
 @lru_cache(maxsize=1024)
@@ -68,8 +66,7 @@ def _check_args(
     """The script's per-limit arguments, fixed for a policy, a cost and a mode."""
     args: list[str | int] = []
     for lim in limits:
-        args += [strategy, cost, int(enforce), lim.amount, lim.period * 1000, emission_us(lim),
-                 lim.burst]
+        args += [strategy, cost, int(enforce), lim.amount, lim.period * 1000, emission_us(lim), lim.burst]
     return tuple(args)
 
 
@@ -80,9 +77,7 @@ def emission_us(lim: Limit) -> int:
 
 def _decision(reply: Sequence[int], limits: Sequence[Limit]) -> Decision:
     if len(limits) == 1:  # the common case, without a generator per request
-        return Decision(
-            bool(reply[0]), (LimitState(limits[0], int(reply[1]), int(reply[2]), int(reply[3])),)
-        )
+        return Decision(bool(reply[0]), (LimitState(limits[0], int(reply[1]), int(reply[2]), int(reply[3])),))
     states = tuple(
         LimitState(lim, int(reply[1 + 3 * i]), int(reply[2 + 3 * i]), int(reply[3 + 3 * i]))
         for i, lim in enumerate(limits)
@@ -108,7 +103,9 @@ class RedisLimiter:
         now = "" if self._clock is None else str(round(self._clock() * 1_000_000))
         limits = tuple(limits)
         args: tuple[str | int, ...] = (
-            now, int(self.charge_rejected), *_check_args(limits, strategy, cost, True)
+            now,
+            int(self.charge_rejected),
+            *_check_args(limits, strategy, cost, True),
         )
         reply = self.pipeline.evalsha(SCRIPT, counter_keys(identity, limits, strategy), args)
         return self._decide(reply, limits)
@@ -130,13 +127,18 @@ class RedisLimiter:
         except StoreUnavailable as exc:
             if self._down_since is None:
                 self._down_since = time.time()
-                log.warning("rate-limit store unavailable (%s): each route's fail mode "
-                            "applies until it answers again", exc)
+                log.warning(
+                    "rate-limit store unavailable (%s): each route's fail mode "
+                    "applies until it answers again",
+                    exc,
+                )
             self._error = str(exc)
             raise
         if self._down_since is not None:
-            log.warning("rate-limit store answering again after %.1fs: counting resumed",
-                        time.time() - self._down_since)
+            log.warning(
+                "rate-limit store answering again after %.1fs: counting resumed",
+                time.time() - self._down_since,
+            )
             self._down_since, self._error = None, ""
         return _decision(result, limits)
 
@@ -158,17 +160,13 @@ class MemoryLimiter:
         self._store: dict[str, tuple[int, tuple[int, ...]]] = {}  # key -> (expires µs, state)
         self._hits = 0
 
-    async def hit(
-        self, identity: str, limits: Sequence[Limit], strategy: Strategy, cost: int
-    ) -> Decision:
+    async def hit(self, identity: str, limits: Sequence[Limit], strategy: Strategy, cost: int) -> Decision:
         return self.decide(identity, limits, strategy, cost)
 
     async def hit_all(self, checks: Sequence[Check], tag: str) -> Decision:
         return self.decide_all(checks, tag)
 
-    def decide(
-        self, identity: str, limits: Sequence[Limit], strategy: Strategy, cost: int
-    ) -> Decision:
+    def decide(self, identity: str, limits: Sequence[Limit], strategy: Strategy, cost: int) -> Decision:
         return self.decide_all((Check(identity, tuple(limits), strategy, cost),), None)
 
     def decide_all(self, checks: Sequence[Check], tag: str | None) -> Decision:
@@ -177,11 +175,11 @@ class MemoryLimiter:
         planned: list[tuple[str, Limit, _Step, int, bool]] = []
         for c in checks:
             step = _STEPS[c.strategy]
-            for key, lim in zip(counter_keys(c.identity, c.limits, c.strategy, tag), c.limits,
-                                strict=True):
+            for key, lim in zip(counter_keys(c.identity, c.limits, c.strategy, tag), c.limits, strict=True):
                 found = self._store.get(key)
-                planned.append((key, lim, step(lim, found[1] if found else None, now_us, c.cost),
-                                c.cost, c.enforce))
+                planned.append(
+                    (key, lim, step(lim, found[1] if found else None, now_us, c.cost), c.cost, c.enforce)
+                )
         allowed = all(s.fits for _, _, s, _, enforce in planned if enforce)
         states = []
         for key, lim, s, cost, _ in planned:
@@ -279,5 +277,7 @@ def _ceil_ms(us: int) -> int:
 
 
 _STEPS: dict[str, Callable[[Limit, tuple[int, ...] | None, int, int], _Step]] = {
-    "sliding": _sliding, "fixed": _fixed, "gcra": _gcra,
+    "sliding": _sliding,
+    "fixed": _fixed,
+    "gcra": _gcra,
 }

@@ -48,9 +48,7 @@ Prefetch = Callable[[Scope], None]
 
 
 class RateLimitMiddleware:
-    def __init__(
-        self, app: ASGIApp, runtime: Runtime, prefetch: Prefetch | None = None
-    ) -> None:
+    def __init__(self, app: ASGIApp, runtime: Runtime, prefetch: Prefetch | None = None) -> None:
         self.app = app
         self.runtime = runtime
         self.prefetch = prefetch
@@ -87,8 +85,12 @@ class RateLimitMiddleware:
             metrics["failed"] += 1
             if policy.fail_mode == "closed" and not policy.shadow:
                 await send_problem(
-                    send, 503, "Service Unavailable", "rate limiting is temporarily unavailable",
-                    headers=[(b"retry-after", CLOSED_RETRY_AFTER)], request_id=info.request_id,
+                    send,
+                    503,
+                    "Service Unavailable",
+                    "rate limiting is temporarily unavailable",
+                    headers=[(b"retry-after", CLOSED_RETRY_AFTER)],
+                    request_id=info.request_id,
                     head=scope["method"] == "HEAD",
                 )
                 return
@@ -102,8 +104,12 @@ class RateLimitMiddleware:
                 metrics["shadow"] += 1
                 names = ", ".join(violated(policy, decision))
                 info.extra_response_headers.append((SHADOW_HEADER, names.encode()))
-                log.info("rate limit (shadow) would refuse request %s: %s, retry after %d ms",
-                         info.request_id, names, decision.retry_after_ms)
+                log.info(
+                    "rate limit (shadow) would refuse request %s: %s, retry after %d ms",
+                    info.request_id,
+                    names,
+                    decision.retry_after_ms,
+                )
         elif not decision.allowed:
             metrics["limited"] += 1
             await self._reject(policy, decision, info, scope, send)
@@ -114,8 +120,13 @@ class RateLimitMiddleware:
         await self.app(scope, receive, send)
 
     async def _several(
-        self, rules: RouteLimits, info: RequestInfo, route_name: str, scope: Scope,
-        receive: Receive, send: Send,
+        self,
+        rules: RouteLimits,
+        info: RequestInfo,
+        route_name: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> None:
         """Several limit sets: the sets that apply to this request (exemptions are per set),
         decided in one atomic step."""
@@ -142,8 +153,12 @@ class RateLimitMiddleware:
             metrics["failed"] += 1
             if rules.fail_mode == "closed" and enforcing:
                 await send_problem(
-                    send, 503, "Service Unavailable", "rate limiting is temporarily unavailable",
-                    headers=[(b"retry-after", CLOSED_RETRY_AFTER)], request_id=info.request_id,
+                    send,
+                    503,
+                    "Service Unavailable",
+                    "rate limiting is temporarily unavailable",
+                    headers=[(b"retry-after", CLOSED_RETRY_AFTER)],
+                    request_id=info.request_id,
                     head=method == "HEAD",
                 )
                 return
@@ -163,12 +178,13 @@ class RateLimitMiddleware:
             names = [s.name for s in active if not s.shadow and set(s.items) & set(refused)]
             names = names or [s.name for s in active if not s.shadow]
             await send_problem(
-                send, 429, "Too Many Requests",
+                send,
+                429,
+                "Too Many Requests",
                 "rate limit exceeded for " + ", ".join(f'policy "{n}"' for n in names),
-                headers=several_rejection_headers(active, decision), request_id=info.request_id,
-                extra={"type": QUOTA_EXCEEDED,
-                       "policy": names[0],
-                       "violated-policies": refused},
+                headers=several_rejection_headers(active, decision),
+                request_id=info.request_id,
+                extra={"type": QUOTA_EXCEEDED, "policy": names[0], "violated-policies": refused},
                 head=method == "HEAD",
             )
             return
@@ -177,13 +193,24 @@ class RateLimitMiddleware:
         await self.app(scope, receive, send)
 
     async def _reject(
-        self, policy: RatePolicy, decision: Decision, info: RequestInfo, scope: Scope,
+        self,
+        policy: RatePolicy,
+        decision: Decision,
+        info: RequestInfo,
+        scope: Scope,
         send: Send,
     ) -> None:
         await send_problem(
-            send, 429, "Too Many Requests", f'rate limit exceeded for policy "{policy.name}"',
-            headers=rejection_headers(policy, decision), request_id=info.request_id,
-            extra={"type": QUOTA_EXCEEDED, "policy": policy.name,
-                   "violated-policies": violated(policy, decision)},
+            send,
+            429,
+            "Too Many Requests",
+            f'rate limit exceeded for policy "{policy.name}"',
+            headers=rejection_headers(policy, decision),
+            request_id=info.request_id,
+            extra={
+                "type": QUOTA_EXCEEDED,
+                "policy": policy.name,
+                "violated-policies": violated(policy, decision),
+            },
             head=scope["method"] == "HEAD",
         )

@@ -121,9 +121,7 @@ class RatePolicy:
     def cost(self, method: str) -> int:
         return self.costs.get(method, self.costs.get("*", 1))
 
-    def identity(
-        self, client_ip: str, headers: Sequence[tuple[bytes, bytes]], route: str
-    ) -> str | None:
+    def identity(self, client_ip: str, headers: Sequence[tuple[bytes, bytes]], route: str) -> str | None:
         """The client's bounded key material, or None when the request is exempt."""
         if self.exempt_networks and _in_networks(client_ip, self.exempt_networks):
             return None
@@ -173,8 +171,7 @@ def compile_policy(settings: RateLimitSettings, variable: str) -> RatePolicy | N
         except ValueError:
             values.add(entry)
     key = tuple(
-        f"header:{p[7:].lower()}" if p.lower().startswith("header:") else p
-        for p in settings.key.split("+")
+        f"header:{p[7:].lower()}" if p.lower().startswith("header:") else p for p in settings.key.split("+")
     )
     items = _item_names(name, parsed)
     policy_items = [
@@ -183,11 +180,17 @@ def compile_policy(settings: RateLimitSettings, variable: str) -> RatePolicy | N
         for item, lim in zip(items, parsed, strict=True)
     ]
     return RatePolicy(
-        name=name, limits=parsed, strategy=cast(Strategy, settings.strategy),
-        key=key, costs=settings.cost, exempt_networks=tuple(networks),
-        exempt_values=frozenset(values), shadow=settings.shadow,
+        name=name,
+        limits=parsed,
+        strategy=cast(Strategy, settings.strategy),
+        key=key,
+        costs=settings.cost,
+        exempt_networks=tuple(networks),
+        exempt_values=frozenset(values),
+        shadow=settings.shadow,
         fail_mode=cast(FailMode, settings.fail_mode),
-        legacy_headers=settings.legacy_headers, items=items,
+        legacy_headers=settings.legacy_headers,
+        items=items,
         policy_header=", ".join(policy_items).encode(),
     )
 
@@ -223,8 +226,9 @@ def compile_route(route: Route, settings: Settings) -> RouteLimits | None:
     own = route.rate_limit_sets
     for i, rl in enumerate(own):
         if len(own) == 1:
-            variable = ("GATEWAY_RATE_LIMIT" if rl == settings.rate_limit
-                        else f"routes[{route.name}].rate_limit")
+            variable = (
+                "GATEWAY_RATE_LIMIT" if rl == settings.rate_limit else f"routes[{route.name}].rate_limit"
+            )
         else:
             variable = f"routes[{route.name}].rate_limit[{i}]"
         compiled = compile_policy(rl, variable)
@@ -236,13 +240,16 @@ def compile_route(route: Route, settings: Settings) -> RouteLimits | None:
         return None
     names = [item for s in sets for item in s.items]
     if len(set(names)) != len(names):
-        raise ConfigError(f"routes[{route.name}].rate_limit",
-                          "every limit set of a route needs its own policy name")
+        raise ConfigError(
+            f"routes[{route.name}].rate_limit", "every limit set of a route needs its own policy name"
+        )
     fail_mode = max((s.fail_mode for s in sets), key=_FAIL_ORDER.__getitem__)
     tag = f"route={route.name}"
     return RouteLimits(
-        sets=tuple(sets), tag=tag if _PLAIN.fullmatch(tag) else f"#{_digest(tag)}",
-        fail_mode=fail_mode, legacy_headers=any(s.legacy_headers for s in sets),
+        sets=tuple(sets),
+        tag=tag if _PLAIN.fullmatch(tag) else f"#{_digest(tag)}",
+        fail_mode=fail_mode,
+        legacy_headers=any(s.legacy_headers for s in sets),
     )
 
 
@@ -252,8 +259,12 @@ def _ceiling(route: Route, settings: Settings) -> RatePolicy:
     (an exempt header value must not lift a ceiling meant for clients that invent keys)."""
     base = settings.rate_limit
     ceiling = RateLimitSettings(
-        limits=settings.rate_limit_ip_ceiling, key="ip+route", strategy=base.strategy,
-        fail_mode=base.fail_mode, exempt=route.rate_limit.exempt, policy=CEILING_NAME,
+        limits=settings.rate_limit_ip_ceiling,
+        key="ip+route",
+        strategy=base.strategy,
+        fail_mode=base.fail_mode,
+        exempt=route.rate_limit.exempt,
+        policy=CEILING_NAME,
         legacy_headers=base.legacy_headers,
     )
     compiled = compile_policy(ceiling, CEILING_VARIABLE)
@@ -308,9 +319,7 @@ def several_rejection_headers(sets: Sequence[RatePolicy], decision: Decision) ->
     return headers
 
 
-def several_violated(
-    sets: Sequence[RatePolicy], decision: Decision, *, shadow: bool
-) -> list[str]:
+def several_violated(sets: Sequence[RatePolicy], decision: Decision, *, shadow: bool) -> list[str]:
     """Names of the limits (of enforced sets, or of shadow sets) that had no room."""
     names: list[str] = []
     i = 0

@@ -70,8 +70,7 @@ class Upstream:
         return len(self.seen)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        seen = Seen(scope["method"], scope["path"], scope.get("query_string", b""),
-                    list(scope["headers"]))
+        seen = Seen(scope["method"], scope["path"], scope.get("query_string", b""), list(scope["headers"]))
         self.seen.append(seen)
         reply = self.script(seen) if self.script else self.reply
         if reply.delay:
@@ -86,7 +85,7 @@ class Upstream:
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         body = b"" if scope["method"] == "HEAD" else reply.body
         size = max(1, len(body) // reply.chunks)
-        parts = [body[i:i + size] for i in range(0, len(body), size)] or [b""]
+        parts = [body[i : i + size] for i in range(0, len(body), size)] or [b""]
         for index, part in enumerate(parts):
             more = index < len(parts) - 1
             await send({"type": "http.response.body", "body": part, "more_body": more})
@@ -116,8 +115,14 @@ class Response:
 class Gateway:
     """The cache middleware in front of an `Upstream`, with one route "api" on "/"."""
 
-    def __init__(self, store: Any = None, *, routes: Sequence[Route] | None = None,
-                 tee_bytes: int = 64 * 1024 * 1024, **settings: Any) -> None:
+    def __init__(
+        self,
+        store: Any = None,
+        *,
+        routes: Sequence[Route] | None = None,
+        tee_bytes: int = 64 * 1024 * 1024,
+        **settings: Any,
+    ) -> None:
         self.clock = FakeClock()
         self.store = store if store is not None else MemoryCacheStore(clock=self.clock)
         self.upstream = Upstream(self.clock)
@@ -125,34 +130,58 @@ class Gateway:
         self.route = Route("api", "/", ("http://upstream.test",), cache=cache)
         self.routes = [*(routes or []), self.route]
         self.runtime = SimpleNamespace(
-            cache_store=self.store, routes=RouteTable(self.routes),
+            cache_store=self.store,
+            routes=RouteTable(self.routes),
             settings=Settings(routes=tuple(self.routes), cache_tee_bytes=tee_bytes),
         )
         self.app = CacheMiddleware(self.upstream, self.runtime, clock=self.clock)  # type: ignore[arg-type]
         self.on_message: Callable[[Message], Awaitable[None]] | None = None
 
-    def scope(self, method: str = "GET", target: str = "/a", headers: Headers | None = None,
-              host: str = "example.com") -> Scope:
+    def scope(
+        self,
+        method: str = "GET",
+        target: str = "/a",
+        headers: Headers | None = None,
+        host: str = "example.com",
+    ) -> Scope:
         path, _, query = target.partition("?")
         route = next(
-            (r for r in sorted(self.routes, key=lambda r: -len(r.prefix))
-             if path.startswith(r.prefix)), None,
+            (r for r in sorted(self.routes, key=lambda r: -len(r.prefix)) if path.startswith(r.prefix)),
+            None,
         )
         all_headers = [(b"host", host.encode()), *(headers or [])]
         info = RequestInfo(
-            request_id="req-1", route=route, path=path.encode(), client_ip="127.0.0.1",
-            peer_ip="127.0.0.1", peer_trusted=False, scheme="http", host=host,
-            forwarded_for=b"127.0.0.1", headers=all_headers,
+            request_id="req-1",
+            route=route,
+            path=path.encode(),
+            client_ip="127.0.0.1",
+            peer_ip="127.0.0.1",
+            peer_trusted=False,
+            scheme="http",
+            host=host,
+            forwarded_for=b"127.0.0.1",
+            headers=all_headers,
         )
         return {
-            "type": "http", "method": method, "path": path, "raw_path": path.encode(),
-            "query_string": query.encode(), "headers": all_headers,
-            "scheme": "http", "gateway": info,
+            "type": "http",
+            "method": method,
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "headers": all_headers,
+            "scheme": "http",
+            "gateway": info,
         }
 
-    async def request(self, method: str = "GET", target: str = "/a",
-                      headers: Headers | None = None, *, prefetch: bool = False,
-                      host: str = "example.com") -> Response:
+    async def request(
+        self,
+        method: str = "GET",
+        target: str = "/a",
+        headers: Headers | None = None,
+        *,
+        prefetch: bool = False,
+        host: str = "example.com",
+    ) -> Response:
         scope = self.scope(method, target, headers, host)
         if prefetch:
             self.app.prefetch(scope)

@@ -31,8 +31,11 @@ def entry(**changes: object) -> StoredResponse:
 
 @pytest.mark.parametrize(
     "original",
-    [entry(), entry(headers=[], body=b"", tags=(), vary="", variant=b""),
-     entry(body=bytes(range(256)) * 100, headers=[(b"x", b"\xff\xfe")])],
+    [
+        entry(),
+        entry(headers=[], body=b"", tags=(), vary="", variant=b""),
+        entry(body=bytes(range(256)) * 100, headers=[(b"x", b"\xff\xfe")]),
+    ],
 )
 def test_round_trip(original: StoredResponse) -> None:
     assert decode(original.encode()) == original
@@ -40,8 +43,15 @@ def test_round_trip(original: StoredResponse) -> None:
 
 @pytest.mark.parametrize(
     "blob",
-    [None, b"", b"garbage", MAGIC, b"GWC\x00" + entry().encode()[4:], entry().encode()[:-1],
-     entry().encode() + b"x"],
+    [
+        None,
+        b"",
+        b"garbage",
+        MAGIC,
+        b"GWC\x00" + entry().encode()[4:],
+        entry().encode()[:-1],
+        entry().encode() + b"x",
+    ],
 )
 def test_old_or_corrupt_blobs_are_misses(blob: bytes | None) -> None:
     assert decode(blob) is None
@@ -53,8 +63,11 @@ def test_age() -> None:
 
 # -- RFC 9110 §13.1-§13.2 conditional requests answered from storage ------------------------
 
-STORED = [(b"etag", b'W/"v1"'), (b"last-modified", format_http_date(NOW - 100)),
-          (b"date", format_http_date(NOW))]
+STORED = [
+    (b"etag", b'W/"v1"'),
+    (b"last-modified", format_http_date(NOW - 100)),
+    (b"date", format_http_date(NOW)),
+]
 
 
 @pytest.mark.parametrize(
@@ -86,10 +99,14 @@ def test_if_modified_since_falls_back_to_date() -> None:
 
 def test_not_modified_headers() -> None:
     """RFC 9110 §15.4.5."""
-    stored = [(b"content-type", b"text/plain"), (b"etag", b'"1"'), (b"cache-control", b"max-age=1"),
-              (b"content-length", b"5"), (b"last-modified", b"x")]
-    assert validation.not_modified_headers(stored) == [(b"etag", b'"1"'),
-                                                       (b"cache-control", b"max-age=1")]
+    stored = [
+        (b"content-type", b"text/plain"),
+        (b"etag", b'"1"'),
+        (b"cache-control", b"max-age=1"),
+        (b"content-length", b"5"),
+        (b"last-modified", b"x"),
+    ]
+    assert validation.not_modified_headers(stored) == [(b"etag", b'"1"'), (b"cache-control", b"max-age=1")]
     assert (b"last-modified", b"x") in validation.not_modified_headers(stored[3:])
 
 
@@ -97,8 +114,11 @@ def test_revalidation_headers_use_stored_validators() -> None:
     """RFC 9111 §4.3.1."""
     request = [(b"accept", b"*/*"), (b"if-none-match", b'"client"'), (b"if-match", b'"x"')]
     headers = validation.revalidation_headers(request, STORED)
-    assert headers == [(b"accept", b"*/*"), (b"if-none-match", b'W/"v1"'),
-                       (b"if-modified-since", STORED[1][1])]
+    assert headers == [
+        (b"accept", b"*/*"),
+        (b"if-none-match", b'W/"v1"'),
+        (b"if-modified-since", STORED[1][1]),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -109,34 +129,60 @@ def test_revalidation_headers_use_stored_validators() -> None:
         ([(b"etag", b'W/"a"')], [(b"etag", b'"a"')], False),  # strong needs strong
         ([(b"etag", b'W/"a"')], [(b"etag", b'W/"a"')], True),
         ([], [(b"etag", b'"a"')], False),
-        ([(b"last-modified", b"Sun, 06 Nov 1994 08:49:37 GMT")],
-         [(b"last-modified", b"Sun, 06 Nov 1994 08:49:38 GMT")], False),
+        (
+            [(b"last-modified", b"Sun, 06 Nov 1994 08:49:37 GMT")],
+            [(b"last-modified", b"Sun, 06 Nov 1994 08:49:38 GMT")],
+            False,
+        ),
         ([(b"etag", b'"a"')], [], True),
     ],
 )
-def test_304_selects_stored_response(stored: list[tuple[bytes, bytes]],
-                                     response: list[tuple[bytes, bytes]], expected: bool) -> None:
+def test_304_selects_stored_response(
+    stored: list[tuple[bytes, bytes]], response: list[tuple[bytes, bytes]], expected: bool
+) -> None:
     """RFC 9111 §4.3.4."""
     assert validation.selects_stored(stored, response) is expected
 
 
 def test_freshen_replaces_fields_but_not_framing() -> None:
     """RFC 9111 §3.2 / §4.3.4."""
-    stored = [(b"content-type", b"text/plain"), (b"content-length", b"5"),
-              (b"cache-control", b"max-age=1"), (b"x-a", b"old")]
-    update = [(b"Cache-Control", b"max-age=60"), (b"content-length", b"0"), (b"x-a", b"new"),
-              (b"connection", b"x-hop"), (b"x-hop", b"1"), (b"x-new", b"1"),
-              (b"transfer-encoding", b"chunked")]
+    stored = [
+        (b"content-type", b"text/plain"),
+        (b"content-length", b"5"),
+        (b"cache-control", b"max-age=1"),
+        (b"x-a", b"old"),
+    ]
+    update = [
+        (b"Cache-Control", b"max-age=60"),
+        (b"content-length", b"0"),
+        (b"x-a", b"new"),
+        (b"connection", b"x-hop"),
+        (b"x-hop", b"1"),
+        (b"x-new", b"1"),
+        (b"transfer-encoding", b"chunked"),
+    ]
     assert validation.freshen(stored, update) == [
-        (b"content-type", b"text/plain"), (b"content-length", b"5"),
-        (b"cache-control", b"max-age=60"), (b"x-a", b"new"), (b"x-new", b"1"),
+        (b"content-type", b"text/plain"),
+        (b"content-length", b"5"),
+        (b"cache-control", b"max-age=60"),
+        (b"x-a", b"new"),
+        (b"x-new", b"1"),
     ]
 
 
 def test_freshen_keeps_the_fields_that_describe_the_stored_body() -> None:
     """RFC 9111 §3.2: a 304 never makes the stored metadata disagree with the stored bytes."""
-    stored = [(b"content-encoding", b"gzip"), (b"etag", b'"a"'), (b"content-range", b"bytes 0-1/2"),
-              (b"content-md5", b"x")]
-    update = [(b"content-encoding", b"br"), (b"etag", b'"b"'), (b"content-range", b"bytes 0-0/1"),
-              (b"content-md5", b"y"), (b"expires", b"later")]
+    stored = [
+        (b"content-encoding", b"gzip"),
+        (b"etag", b'"a"'),
+        (b"content-range", b"bytes 0-1/2"),
+        (b"content-md5", b"x"),
+    ]
+    update = [
+        (b"content-encoding", b"br"),
+        (b"etag", b'"b"'),
+        (b"content-range", b"bytes 0-0/1"),
+        (b"content-md5", b"y"),
+        (b"expires", b"later"),
+    ]
     assert validation.freshen(stored, update) == [*stored, (b"expires", b"later")]

@@ -35,8 +35,9 @@ async def test_miss_then_hit_replays_date_and_computes_age() -> None:
 async def test_age_includes_upstream_age_and_apparent_age() -> None:
     """§4.2.3: Age from downstream caches and a Date in the past both count."""
     gw = Gateway()
-    gw.upstream.reply = Reply(headers=[(b"cache-control", b"max-age=60"), (b"age", b"20"),
-                                       (b"date", format_http_date(START - 5))])
+    gw.upstream.reply = Reply(
+        headers=[(b"cache-control", b"max-age=60"), (b"age", b"20"), (b"date", format_http_date(START - 5))]
+    )
     await gw.request()
     hit = await gw.request()
     assert hit.header("age") == "20"
@@ -154,8 +155,7 @@ async def test_vary_selects_variants() -> None:
 async def test_vary_learned_by_another_process() -> None:
     """A second gateway sharing the store learns the Vary from the lookup, not its memory."""
     first = Gateway()
-    first.upstream.reply = Reply(headers=[(b"cache-control", b"max-age=60"),
-                                          (b"vary", b"accept")])
+    first.upstream.reply = Reply(headers=[(b"cache-control", b"max-age=60"), (b"vary", b"accept")])
     await first.request(headers=[(b"accept", b"a")])
     second = Gateway(first.store)
     second.clock = first.clock
@@ -176,10 +176,15 @@ async def test_ignored_query_params_share_an_entry_and_are_not_forwarded() -> No
 
 async def test_large_bodies_stream_whole_and_are_not_stored() -> None:
     gw = Gateway(max_object_bytes=10)
-    gw.upstream.reply = Reply(body=b"x" * 25, chunks=5, headers=[
-        (b"cache-control", b"max-age=60"), (b"transfer-encoding", b"chunked"),
-        (b"content-length", b"25"),
-    ])
+    gw.upstream.reply = Reply(
+        body=b"x" * 25,
+        chunks=5,
+        headers=[
+            (b"cache-control", b"max-age=60"),
+            (b"transfer-encoding", b"chunked"),
+            (b"content-length", b"25"),
+        ],
+    )
     first = await gw.request()
     assert first.body == b"x" * 25
     assert (await gw.request()).x_cache == "MISS"
@@ -327,10 +332,16 @@ async def test_vary_miss_is_reported() -> None:
 
 async def test_fields_named_by_qualified_no_cache_private_or_connection_are_not_stored() -> None:
     gw = Gateway()
-    gw.upstream.reply = Reply(headers=[
-        (b"cache-control", b'max-age=60, no-cache="a", private="b"'), (b"a", b"1"),
-        (b"b", b"2"), (b"c", b"3"), (b"connection", b"d"), (b"d", b"4"),
-    ])
+    gw.upstream.reply = Reply(
+        headers=[
+            (b"cache-control", b'max-age=60, no-cache="a", private="b"'),
+            (b"a", b"1"),
+            (b"b", b"2"),
+            (b"c", b"3"),
+            (b"connection", b"d"),
+            (b"d", b"4"),
+        ]
+    )
     first = await gw.request()
     assert first.header("a") == "1"  # the origin's answer itself is relayed as sent
     hit = await gw.request()

@@ -32,9 +32,7 @@ async def test_collapsing_across_processes_sharing_a_store() -> None:
     two.upstream = one.upstream
     two.app.app = one.upstream
     one.upstream.reply = Reply(body=b"shared", delay=0.05)
-    responses = await asyncio.gather(
-        *(gw.request() for gw in (one, two, one, two, one, two))
-    )
+    responses = await asyncio.gather(*(gw.request() for gw in (one, two, one, two, one, two)))
     assert one.upstream.calls == 1
     assert {r.body for r in responses} == {b"shared"}
 

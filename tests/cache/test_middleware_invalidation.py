@@ -59,10 +59,13 @@ async def test_same_origin_location_and_content_location_are_invalidated() -> No
 
     def script(seen: Seen) -> Reply:
         if seen.method == "POST":
-            return Reply(status=201, headers=[
-                (b"location", b"/items/1"),
-                (b"content-location", b"http://example.com/items/2"),
-            ])
+            return Reply(
+                status=201,
+                headers=[
+                    (b"location", b"/items/1"),
+                    (b"content-location", b"http://example.com/items/2"),
+                ],
+            )
         return Reply()
 
     gw.upstream.script = script
@@ -75,9 +78,11 @@ async def test_same_origin_location_and_content_location_are_invalidated() -> No
 async def test_other_origin_location_is_not_invalidated() -> None:
     gw = Gateway()
     await cached(gw, "/b")
-    gw.upstream.script = lambda seen: Reply(
-        status=303, headers=[(b"location", b"http://evil.test/b")]
-    ) if seen.method == "POST" else Reply()
+    gw.upstream.script = lambda seen: (
+        Reply(status=303, headers=[(b"location", b"http://evil.test/b")])
+        if seen.method == "POST"
+        else Reply()
+    )
     await gw.request("POST", "/a")
     assert (await gw.request("GET", "/b")).x_cache == "HIT"
     assert (await gw.request("GET", "/b", host="evil.test")).x_cache == "MISS"
@@ -87,9 +92,9 @@ async def test_location_on_another_route_uses_that_routes_key() -> None:
     other = Route("other", "/other", ("http://o.test",), cache=CacheSettings())
     gw = Gateway(routes=[other])
     await cached(gw, "/other/x")
-    gw.upstream.script = lambda seen: Reply(
-        status=200, headers=[(b"content-location", b"/other/x")]
-    ) if seen.method == "PUT" else Reply()
+    gw.upstream.script = lambda seen: (
+        Reply(status=200, headers=[(b"content-location", b"/other/x")]) if seen.method == "PUT" else Reply()
+    )
     await gw.request("PUT", "/a")
     assert (await gw.request("GET", "/other/x")).x_cache == "MISS"
 

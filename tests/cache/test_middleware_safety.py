@@ -69,8 +69,9 @@ async def test_an_uncovered_error_during_revalidation_does_not_replace_the_stale
 
     def origin(seen: Seen) -> Reply:
         if seen.header(b"if-none-match") == b'"v1"':
-            return Reply(status=304, headers=[(b"cache-control", b"max-age=10"),
-                                              (b"etag", b'"v1"')], body=b"")
+            return Reply(
+                status=304, headers=[(b"cache-control", b"max-age=10"), (b"etag", b'"v1"')], body=b""
+            )
         return Reply(body=b"unexpected")
 
     gw.upstream.script = origin

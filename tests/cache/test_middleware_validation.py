@@ -13,8 +13,11 @@ from tests.cache.harness import START, Gateway, Reply, Seen, settle
 
 pytestmark = pytest.mark.asyncio
 
-VALIDATED = [(b"cache-control", b"max-age=10"), (b"etag", b'"v1"'),
-             (b"last-modified", format_http_date(START - 100))]
+VALIDATED = [
+    (b"cache-control", b"max-age=10"),
+    (b"etag", b'"v1"'),
+    (b"last-modified", format_http_date(START - 100)),
+]
 
 
 def revalidating_origin(gw: Gateway, *, new_body: bytes = b"new") -> None:
@@ -22,8 +25,9 @@ def revalidating_origin(gw: Gateway, *, new_body: bytes = b"new") -> None:
 
     def script(seen: Seen) -> Reply:
         if seen.header(b"if-none-match") == b'"v1"':
-            return Reply(status=304, headers=[(b"cache-control", b"max-age=20"),
-                                              (b"etag", b'"v1"')], body=b"")
+            return Reply(
+                status=304, headers=[(b"cache-control", b"max-age=20"), (b"etag", b'"v1"')], body=b""
+            )
         return Reply(headers=VALIDATED, body=new_body)
 
     gw.upstream.script = script
@@ -41,8 +45,9 @@ async def test_conditional_requests_answered_304_from_a_fresh_entry() -> None:
     assert not_modified.x_cache == "HIT"
     since = await gw.request(headers=[(b"if-modified-since", format_http_date(START))])
     assert since.status == 304
-    changed = await gw.request(headers=[(b"if-none-match", b'"v0"'),
-                                        (b"if-modified-since", format_http_date(START))])
+    changed = await gw.request(
+        headers=[(b"if-none-match", b'"v0"'), (b"if-modified-since", format_http_date(START))]
+    )
     assert (changed.status, changed.body) == (200, b"hello")  # If-None-Match wins
     assert gw.upstream.calls == 1
 
@@ -86,8 +91,7 @@ async def test_stale_entry_replaced_by_a_new_200() -> None:
     gw.upstream.reply = Reply(headers=VALIDATED)
     await gw.request()
     gw.clock.advance(15)
-    gw.upstream.reply = Reply(headers=[(b"cache-control", b"max-age=10"), (b"etag", b'"v2"')],
-                              body=b"new")
+    gw.upstream.reply = Reply(headers=[(b"cache-control", b"max-age=10"), (b"etag", b'"v2"')], body=b"new")
     replaced = await gw.request()
     assert (replaced.body, replaced.x_cache) == (b"new", "EXPIRED")
     assert (await gw.request()).body == b"new"
@@ -117,8 +121,11 @@ async def test_honoured_request_no_cache_max_age_zero_and_pragma_go_upstream() -
     gw.upstream.reply = Reply(headers=VALIDATED)
     await gw.request()
     revalidating_origin(gw)
-    for field in ((b"cache-control", b"no-cache"), (b"cache-control", b"max-age=0"),
-                  (b"pragma", b"no-cache")):
+    for field in (
+        (b"cache-control", b"no-cache"),
+        (b"cache-control", b"max-age=0"),
+        (b"pragma", b"no-cache"),
+    ):
         gw.clock.advance(1)
         response = await gw.request(headers=[field])
         assert response.status == 200
@@ -138,8 +145,12 @@ async def test_client_refresh_directives_are_ignored_by_default_like_varnish() -
     gw.upstream.reply = Reply(headers=VALIDATED)
     await gw.request()
     revalidating_origin(gw)
-    for field in ((b"cache-control", b"no-cache"), (b"cache-control", b"max-age=0"),
-                  (b"cache-control", b"min-fresh=3600"), (b"pragma", b"no-cache")):
+    for field in (
+        (b"cache-control", b"no-cache"),
+        (b"cache-control", b"max-age=0"),
+        (b"cache-control", b"min-fresh=3600"),
+        (b"pragma", b"no-cache"),
+    ):
         gw.clock.advance(1)
         response = await gw.request(headers=[field])
         assert (response.status, response.x_cache, response.body) == (200, "HIT", b"hello")
@@ -149,8 +160,7 @@ async def test_client_refresh_directives_are_ignored_by_default_like_varnish() -
 async def test_response_no_cache_always_revalidates() -> None:
     """§5.2.2.4."""
     gw = Gateway()
-    gw.upstream.reply = Reply(headers=[(b"cache-control", b"max-age=60, no-cache"),
-                                       (b"etag", b'"v1"')])
+    gw.upstream.reply = Reply(headers=[(b"cache-control", b"max-age=60, no-cache"), (b"etag", b'"v1"')])
     await gw.request()
     revalidating_origin(gw)
     assert (await gw.request()).x_cache == "EXPIRED"
@@ -174,8 +184,9 @@ async def test_max_stale_and_min_fresh() -> None:
 async def test_stale_while_revalidate_serves_stale_and_refreshes_once() -> None:
     """RFC 5861 §3."""
     gw = Gateway()
-    gw.upstream.reply = Reply(headers=[(b"cache-control", b"max-age=10, stale-while-revalidate=60"),
-                                       (b"etag", b'"v1"')])
+    gw.upstream.reply = Reply(
+        headers=[(b"cache-control", b"max-age=10, stale-while-revalidate=60"), (b"etag", b'"v1"')]
+    )
     await gw.request()
     gw.clock.advance(15)
     swr = (b"cache-control", b"max-age=10, stale-while-revalidate=60")
@@ -184,9 +195,7 @@ async def test_stale_while_revalidate_serves_stale_and_refreshes_once() -> None:
     second = await gw.request()
     assert (first.body, first.x_cache) == (b"hello", "STALE")
     assert (second.body, second.x_cache) == (b"hello", "STALE")
-    assert first.header("cache-status") == (
-        "gateway; hit; ttl=-5; detail=stale-while-revalidate"
-    )
+    assert first.header("cache-status") == ("gateway; hit; ttl=-5; detail=stale-while-revalidate")
     for _ in range(10):
         await settle()
         if gw.upstream.calls == 2:
@@ -209,8 +218,12 @@ async def test_route_stale_while_revalidate() -> None:
 
 @pytest.mark.parametrize(
     "failure",
-    [Reply(status=503, headers=[], body=b"down"), Reply(status=500, headers=[], body=b"err"),
-     Reply(raises=BadGateway("refused")), Reply(raises=GatewayTimeout("slow"))],
+    [
+        Reply(status=503, headers=[], body=b"down"),
+        Reply(status=500, headers=[], body=b"err"),
+        Reply(raises=BadGateway("refused")),
+        Reply(raises=GatewayTimeout("slow")),
+    ],
 )
 async def test_stale_if_error_covers_upstream_failures(failure: Reply) -> None:
     """RFC 5861 §4."""
@@ -274,8 +287,9 @@ async def test_set_cookie_from_a_304_reaches_only_the_revalidating_client() -> N
     gw.upstream.reply = Reply(headers=VALIDATED)
     await gw.request()
     gw.clock.advance(15)
-    gw.upstream.reply = Reply(status=304, headers=[(b"cache-control", b"max-age=60"),
-                                                   (b"set-cookie", b"sid=alice")], body=b"")
+    gw.upstream.reply = Reply(
+        status=304, headers=[(b"cache-control", b"max-age=60"), (b"set-cookie", b"sid=alice")], body=b""
+    )
     revalidated = await gw.request()
     assert revalidated.header("set-cookie") == "sid=alice"
     hit = await gw.request()

@@ -52,8 +52,15 @@ def test_cache_control_several_field_lines_combine() -> None:
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [("max-age=0", 0), ("max-age=0010", 10), ("max-age=-1", None), ("max-age=1.5", None),
-     ("max-age=abc", None), ("max-age", None), ("max-age=99999999999", 2147483648)],
+    [
+        ("max-age=0", 0),
+        ("max-age=0010", 10),
+        ("max-age=-1", None),
+        ("max-age=1.5", None),
+        ("max-age=abc", None),
+        ("max-age", None),
+        ("max-age=99999999999", 2147483648),
+    ],
 )
 def test_delta_seconds(value: str, seconds: int | None) -> None:
     assert cc(value).seconds("max-age") == seconds
@@ -93,13 +100,24 @@ def test_rfc850_two_digit_years_are_at_most_50_years_ahead() -> None:
 
 
 def refusal(
-    response: H, *, status: int = 200, request: H | None = None, method: str = "GET",
-    default_ttl: float = 0.0, cache_errors: frozenset[int] = frozenset(),
+    response: H,
+    *,
+    status: int = 200,
+    request: H | None = None,
+    method: str = "GET",
+    default_ttl: float = 0.0,
+    cache_errors: frozenset[int] = frozenset(),
 ) -> str | None:
     request = request or []
     return policy.refusal(
-        method, status, policy_cc(request), policy_cc(response), request, response,
-        default_ttl=default_ttl, cache_errors=cache_errors,
+        method,
+        status,
+        policy_cc(request),
+        policy_cc(response),
+        request,
+        response,
+        default_ttl=default_ttl,
+        cache_errors=cache_errors,
     )
 
 
@@ -149,8 +167,13 @@ def test_the_proxys_own_502_is_never_stored_even_when_the_route_stores_502s() ->
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [('no-cache="a"', {b"a"}), ('no-cache="A, b", private="c"', {b"a", b"b", b"c"}),
-     ("no-cache", set()), ("private", set()), ("max-age=1", set())],
+    [
+        ('no-cache="a"', {b"a"}),
+        ('no-cache="A, b", private="c"', {b"a", b"b", b"c"}),
+        ("no-cache", set()),
+        ("private", set()),
+        ("max-age=1", set()),
+    ],
 )
 def test_withheld_fields(value: str, expected: set[bytes]) -> None:
     """§5.2.2.4, §5.2.2.7: qualified forms withhold the named fields only."""
@@ -179,8 +202,12 @@ def test_request_no_store_forbids_storing() -> None:  # §5.2.1.5
 
 @pytest.mark.parametrize(
     ("directives", "expected"),
-    [("max-age=60", "authorization"), ("max-age=60, public", None), ("s-maxage=60", None),
-     ("max-age=60, must-revalidate", None)],
+    [
+        ("max-age=60", "authorization"),
+        ("max-age=60, public", None),
+        ("s-maxage=60", None),
+        ("max-age=60, must-revalidate", None),
+    ],
 )
 def test_authorization_needs_explicit_permission(directives: str, expected: str | None) -> None:
     """§3.5."""
@@ -191,8 +218,7 @@ def test_authorization_needs_explicit_permission(directives: str, expected: str 
 # -- §4.2.1 freshness lifetime -------------------------------------------------------------
 
 
-def lifetime(response: H, *, status: int = 200, default_ttl: float = 0.0,
-             force_ttl: bool = False) -> float:
+def lifetime(response: H, *, status: int = 200, default_ttl: float = 0.0, force_ttl: bool = False) -> float:
     return policy.freshness_lifetime(
         status, policy_cc(response), response, NOW, default_ttl=default_ttl, force_ttl=force_ttl
     )
@@ -248,8 +274,7 @@ def test_force_ttl_overrides_origin_freshness() -> None:
         ([], NOW - 1, NOW, 1),
     ],
 )
-def test_initial_age(headers: H, request_time: float, response_time: float,
-                     expected: float) -> None:
+def test_initial_age(headers: H, request_time: float, response_time: float, expected: float) -> None:
     assert policy.initial_age(headers, request_time, response_time) == expected
 
 
@@ -262,9 +287,7 @@ def test_current_age_adds_resident_time() -> None:
 
 def facts(response: str, *, swr: float = 0.0, sie: float = 0.0) -> Freshness:
     headers = [(b"cache-control", response.encode()), (b"date", DATE)]
-    return policy.assess(
-        200, cc(response), headers, NOW, NOW, route_swr=swr, route_sie=sie
-    )
+    return policy.assess(200, cc(response), headers, NOW, NOW, route_swr=swr, route_sie=sie)
 
 
 @pytest.mark.parametrize(
@@ -296,8 +319,9 @@ def test_reuse(response: str, age: float, request_cc: str, expected: Reuse) -> N
 
 def test_route_stale_while_revalidate_applies_without_directive() -> None:
     assert policy.reuse(facts("max-age=60", swr=30), 80, cc("")) is Reuse.STALE_WHILE_REVALIDATE
-    assert policy.reuse(facts("max-age=60, stale-while-revalidate=5", swr=30), 80, cc("")) \
-        is Reuse.REVALIDATE  # the origin's directive wins over the route default
+    assert (
+        policy.reuse(facts("max-age=60, stale-while-revalidate=5", swr=30), 80, cc("")) is Reuse.REVALIDATE
+    )  # the origin's directive wins over the route default
 
 
 @pytest.mark.parametrize(
@@ -312,14 +336,14 @@ def test_route_stale_while_revalidate_applies_without_directive() -> None:
         ("s-maxage=60", 80, "", 30, False),
     ],
 )
-def test_stale_if_error(response: str, age: float, request_cc: str, route_sie: float,
-                        expected: bool) -> None:
+def test_stale_if_error(response: str, age: float, request_cc: str, route_sie: float, expected: bool) -> None:
     freshness = facts(response, sie=route_sie)
     assert policy.serve_stale_on_error(freshness, age, cc(request_cc)) is expected
 
 
-@pytest.mark.parametrize(("status", "expected"), [(500, True), (502, True), (503, True),
-                                                  (504, True), (404, False), (501, False)])
+@pytest.mark.parametrize(
+    ("status", "expected"), [(500, True), (502, True), (503, True), (504, True), (404, False), (501, False)]
+)
 def test_errors_that_stale_if_error_covers(status: int, expected: bool) -> None:
     assert policy.is_error_for_stale(status) is expected
 
@@ -331,11 +355,15 @@ def test_authorization_flag() -> None:
 
 @pytest.mark.parametrize(
     ("lifetime", "swr", "sie", "validators", "expected"),
-    [(60, 0, 0, False, 60), (60, 30, 90, False, 150), (0, 0, 0, False, 0),
-     (0, 0, 0, True, 60), (600, 0, 0, True, 1200)],
+    [
+        (60, 0, 0, False, 60),
+        (60, 30, 90, False, 150),
+        (0, 0, 0, False, 0),
+        (0, 0, 0, True, 60),
+        (600, 0, 0, True, 1200),
+    ],
 )
-def test_retention(lifetime: float, swr: float, sie: float, validators: bool,
-                   expected: float) -> None:
+def test_retention(lifetime: float, swr: float, sie: float, validators: bool, expected: float) -> None:
     assert Freshness(lifetime, 0, swr, sie, 0).retention(validators) == expected
 
 
@@ -344,9 +372,18 @@ def test_retention(lifetime: float, swr: float, sie: float, validators: bool,
 
 @pytest.mark.parametrize(
     ("method", "status", "expected"),
-    [("POST", 200, True), ("PUT", 204, True), ("DELETE", 302, True), ("PATCH", 200, True),
-     ("PURGE", 200, True), ("POST", 404, False), ("POST", 500, False), ("GET", 200, False),
-     ("HEAD", 200, False), ("OPTIONS", 200, False)],
+    [
+        ("POST", 200, True),
+        ("PUT", 204, True),
+        ("DELETE", 302, True),
+        ("PATCH", 200, True),
+        ("PURGE", 200, True),
+        ("POST", 404, False),
+        ("POST", 500, False),
+        ("GET", 200, False),
+        ("HEAD", 200, False),
+        ("OPTIONS", 200, False),
+    ],
 )
 def test_invalidates(method: str, status: int, expected: bool) -> None:
     assert policy.invalidates(method, status) is expected
@@ -364,9 +401,7 @@ def test_invalidates(method: str, status: int, expected: bool) -> None:
     ],
 )
 def test_invalidation_targets(location: bytes, expected: tuple[bytes, bytes] | None) -> None:
-    targets = policy.invalidation_targets(
-        "http", "example.com", b"/a/x", b"q=1", [(b"location", location)]
-    )
+    targets = policy.invalidation_targets("http", "example.com", b"/a/x", b"q=1", [(b"location", location)])
     assert targets[0] == (b"/a/x", b"q=1")
     assert (targets[1] if len(targets) > 1 else None) == expected
 
@@ -389,8 +424,13 @@ def test_primary_key_format() -> None:
 
 @pytest.mark.parametrize(
     ("query", "expected"),
-    [(b"a=1&utm_source=x&b=2", b"a=1&b=2"), (b"utm_source=x", b""),
-     (b"utm%5Fsource=x&a=%41", b"a=%41"), (b"a=1&a=1", b"a=1&a=1"), (b"fbclid", b"")],
+    [
+        (b"a=1&utm_source=x&b=2", b"a=1&b=2"),
+        (b"utm_source=x", b""),
+        (b"utm%5Fsource=x&a=%41", b"a=%41"),
+        (b"a=1&a=1", b"a=1&a=1"),
+        (b"fbclid", b""),
+    ],
 )
 def test_ignored_query_params(query: bytes, expected: bytes) -> None:
     assert policy.strip_query(query, frozenset({"utm_source", "fbclid"})) == expected
@@ -403,15 +443,16 @@ def test_raw_path_bytes_stay_distinct() -> None:
 
 
 def test_vary_names_normalized() -> None:
-    assert policy.vary_names([(b"vary", b"Accept-Encoding, accept"), (b"vary", b"X-A")]) \
+    assert (
+        policy.vary_names([(b"vary", b"Accept-Encoding, accept"), (b"vary", b"X-A")])
         == "accept,accept-encoding,x-a"
+    )
     assert policy.vary_names([]) == ""
 
 
 def test_variant_material_normalizes_and_distinguishes_absent() -> None:
     a = policy.variant_material("accept,x-a", [(b"accept", b"text/html,  application/json")])
-    b = policy.variant_material("accept,x-a", [(b"accept", b"text/html"),
-                                                (b"accept", b"application/json")])
+    b = policy.variant_material("accept,x-a", [(b"accept", b"text/html"), (b"accept", b"application/json")])
     assert a == b
     empty = policy.variant_material("x-a", [(b"x-a", b"")])
     absent = policy.variant_material("x-a", [])
@@ -430,7 +471,8 @@ def test_tags() -> None:
 
 def test_cache_status_values() -> None:
     assert policy.cache_status(hit=True, ttl=12.7) == b"gateway; hit; ttl=12"
-    assert policy.cache_status(fwd="uri-miss", fwd_status=200, stored=True) \
+    assert (
+        policy.cache_status(fwd="uri-miss", fwd_status=200, stored=True)
         == b"gateway; fwd=uri-miss; fwd-status=200; stored"
-    assert policy.cache_status(fwd="bypass", detail="cookie") \
-        == b"gateway; fwd=bypass; detail=cookie"
+    )
+    assert policy.cache_status(fwd="bypass", detail="cookie") == b"gateway; fwd=bypass; detail=cookie"

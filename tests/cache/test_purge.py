@@ -25,8 +25,12 @@ from tests.support.redis_server import free_port
 
 TOKEN = "s3cret-admin-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
-KEYS = ["/items?page=1|http|a.test|shop", "/items?page=1|http|b.test|shop",
-        "/items?page=2|http|a.test|shop", "/other|http|a.test|shop"]
+KEYS = [
+    "/items?page=1|http|a.test|shop",
+    "/items?page=1|http|b.test|shop",
+    "/items?page=2|http|a.test|shop",
+    "/other|http|a.test|shop",
+]
 
 
 @dataclass
@@ -67,8 +71,10 @@ async def purge(client: httpx.AsyncClient, body: Any, **headers: str) -> httpx.R
     return await client.post("/__gateway/purge", json=body, headers=headers or AUTH)
 
 
-@pytest.mark.parametrize("authorization", [None, "", "Basic YWRtaW46eA==", "Bearer", "Bearer  ",
-                                           f"Token {TOKEN}", f"Bearer {TOKEN} extra"])
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Basic YWRtaW46eA==", "Bearer", "Bearer  ", f"Token {TOKEN}", f"Bearer {TOKEN} extra"],
+)
 async def test_missing_or_malformed_credentials_get_401(
     client: httpx.AsyncClient, store: CacheStore, authorization: str | None
 ) -> None:
@@ -83,11 +89,10 @@ async def test_missing_or_malformed_credentials_get_401(
 
 
 @pytest.mark.parametrize("token", ["wrong", TOKEN + "x", TOKEN[:-1], "ünïcode"])
-async def test_a_wrong_token_gets_403(
-    client: httpx.AsyncClient, store: CacheStore, token: str
-) -> None:
+async def test_a_wrong_token_gets_403(client: httpx.AsyncClient, store: CacheStore, token: str) -> None:
     response = await client.post(
-        "/__gateway/purge", json={"url": "/items?page=1"},
+        "/__gateway/purge",
+        json={"url": "/items?page=1"},
         headers={b"authorization": f"Bearer {token}".encode()},
     )
     assert response.status_code == 403
@@ -109,14 +114,24 @@ async def test_without_an_admin_token_purging_is_disabled(store: CacheStore) -> 
     assert await remaining(store) == KEYS
 
 
-@pytest.mark.parametrize("body", [
-    b"not json", b"[1, 2]", b'"url"', b"{}", b'{"url": "/a", "tag": "t"}', b'{"url": ""}',
-    b'{"url": 5}', b'{"url": "http://a.test/items"}', b'{"prefix": "items"}',
-    b'{"tag": "t", "soft": "yes"}', b'{"tags": "t"}', b"\xff\xfe",
-])
-async def test_a_bad_body_gets_400(
-    client: httpx.AsyncClient, store: CacheStore, body: bytes
-) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'"url"',
+        b"{}",
+        b'{"url": "/a", "tag": "t"}',
+        b'{"url": ""}',
+        b'{"url": 5}',
+        b'{"url": "http://a.test/items"}',
+        b'{"prefix": "items"}',
+        b'{"tag": "t", "soft": "yes"}',
+        b'{"tags": "t"}',
+        b"\xff\xfe",
+    ],
+)
+async def test_a_bad_body_gets_400(client: httpx.AsyncClient, store: CacheStore, body: bytes) -> None:
     response = await client.post("/__gateway/purge", content=body, headers=AUTH)
 
     assert response.status_code == 400
@@ -130,9 +145,7 @@ async def test_an_oversized_body_gets_413(client: httpx.AsyncClient) -> None:
     assert response.status_code == 413
 
 
-async def test_purge_by_url_removes_it_on_every_host(
-    client: httpx.AsyncClient, store: CacheStore
-) -> None:
+async def test_purge_by_url_removes_it_on_every_host(client: httpx.AsyncClient, store: CacheStore) -> None:
     response = await purge(client, {"url": "/items?page=1"})
 
     assert response.status_code == 200
@@ -156,9 +169,7 @@ async def test_purge_by_prefix_and_by_tag(client: httpx.AsyncClient, store: Cach
     assert await remaining(store) == []
 
 
-async def test_soft_purge_keeps_entries_but_marks_them(
-    client: httpx.AsyncClient, store: CacheStore
-) -> None:
+async def test_soft_purge_keeps_entries_but_marks_them(client: httpx.AsyncClient, store: CacheStore) -> None:
     response = await purge(client, {"prefix": "/items", "soft": True})
 
     assert response.json() == {"purged": 3, "soft": True}
@@ -168,8 +179,12 @@ async def test_soft_purge_keeps_entries_but_marks_them(
 
 
 async def test_a_url_is_matched_as_the_cache_keys_it(store: CacheStore) -> None:
-    shop = config.Route("shop", "/items", ("http://backend.test",),
-                  cache=CacheSettings(ignore_query_params=frozenset({"utm_source"})))
+    shop = config.Route(
+        "shop",
+        "/items",
+        ("http://backend.test",),
+        cache=CacheSettings(ignore_query_params=frozenset({"utm_source"})),
+    )
     settings = Settings(routes=(shop,), admin_token=Secret(TOKEN))
     # A client's raw UTF-8 path is keyed in its normal form (non-ASCII bytes percent-encoded by
     # the context layer); the query stays as sent.

@@ -26,8 +26,11 @@ def test_the_defaults_refuse_client_refreshes_and_error_storage_and_bound_tee_me
 
 
 def test_the_opt_ins_from_the_environment() -> None:
-    s = settings(GATEWAY_CACHE_HONOR_CLIENT_NO_CACHE="true", GATEWAY_CACHE_ERRORS="500, 503",
-                 GATEWAY_CACHE_TEE_BYTES=str(8 * MiB))
+    s = settings(
+        GATEWAY_CACHE_HONOR_CLIENT_NO_CACHE="true",
+        GATEWAY_CACHE_ERRORS="500, 503",
+        GATEWAY_CACHE_TEE_BYTES=str(8 * MiB),
+    )
     assert s.cache.honor_client_no_cache and s.routes[0].cache.honor_client_no_cache
     assert s.cache.cache_errors == {500, 503}
     assert s.cache_tee_bytes == 8 * MiB
@@ -50,26 +53,30 @@ routes:
     assert routes["/none"].cache.cache_errors == frozenset()
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"GATEWAY_CACHE_HONOR_CLIENT_NO_CACHE": "sometimes"}, "GATEWAY_CACHE_HONOR_CLIENT_NO_CACHE"),
-    ({"GATEWAY_CACHE_ERRORS": "5xx"}, "GATEWAY_CACHE_ERRORS"),
-    ({"GATEWAY_CACHE_ERRORS": "200"}, "GATEWAY_CACHE_ERRORS"),
-    ({"GATEWAY_CACHE_TEE_BYTES": "0"}, "GATEWAY_CACHE_TEE_BYTES"),
-    ({"GATEWAY_CACHE_TEE_BYTES": "64MiB"}, "GATEWAY_CACHE_TEE_BYTES"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"GATEWAY_CACHE_HONOR_CLIENT_NO_CACHE": "sometimes"}, "GATEWAY_CACHE_HONOR_CLIENT_NO_CACHE"),
+        ({"GATEWAY_CACHE_ERRORS": "5xx"}, "GATEWAY_CACHE_ERRORS"),
+        ({"GATEWAY_CACHE_ERRORS": "200"}, "GATEWAY_CACHE_ERRORS"),
+        ({"GATEWAY_CACHE_TEE_BYTES": "0"}, "GATEWAY_CACHE_TEE_BYTES"),
+        ({"GATEWAY_CACHE_TEE_BYTES": "64MiB"}, "GATEWAY_CACHE_TEE_BYTES"),
+    ],
+)
 def test_bad_values_stop_start_up_naming_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         settings(**env)
 
 
-@pytest.mark.parametrize(("section", "message"), [
-    ("{cache_errors: [200]}", "routes\\[0\\].cache.cache_errors"),
-    ("{honor_client_nocache: true}", "routes\\[0\\].cache.honor_client_nocache"),
-    ("{honor_client_no_cache: maybe}", "routes\\[0\\].cache.honor_client_no_cache"),
-])
-def test_bad_route_keys_stop_start_up_naming_their_place(
-    tmp_path: Path, section: str, message: str
-) -> None:
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("{cache_errors: [200]}", "routes\\[0\\].cache.cache_errors"),
+        ("{honor_client_nocache: true}", "routes\\[0\\].cache.honor_client_nocache"),
+        ("{honor_client_no_cache: maybe}", "routes\\[0\\].cache.honor_client_no_cache"),
+    ],
+)
+def test_bad_route_keys_stop_start_up_naming_their_place(tmp_path: Path, section: str, message: str) -> None:
     path = tmp_path / "routes.yaml"
     path.write_text(f"routes: [{{prefix: /a, upstream: 'http://x', cache: {section}}}]")
     with pytest.raises(ConfigError, match=message):

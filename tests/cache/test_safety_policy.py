@@ -34,16 +34,12 @@ H = list[tuple[bytes, bytes]]
 def test_by_default_a_client_cannot_make_a_stored_answer_unusable(
     value: bytes, kept: dict[str, str | None]
 ) -> None:
-    effective = policy.client_directives(
-        parse_cache_control(value), b"no-cache", honor_refresh=False
-    )
+    effective = policy.client_directives(parse_cache_control(value), b"no-cache", honor_refresh=False)
     assert dict(effective.directives) == kept
 
 
 def test_an_invalid_client_max_age_is_ignored_with_the_rest() -> None:
-    effective = policy.client_directives(
-        parse_cache_control(b"max-age=soon"), None, honor_refresh=False
-    )
+    effective = policy.client_directives(parse_cache_control(b"max-age=soon"), None, honor_refresh=False)
     assert effective.directives == {} and effective.invalid == frozenset()
 
 
@@ -52,9 +48,7 @@ def test_a_route_that_honours_client_refreshes_gets_rfc_9111_and_pragma() -> Non
     assert policy.client_directives(cc, None, honor_refresh=True) is cc
     pragma_only = policy.client_directives(CacheControl(), b"no-cache", honor_refresh=True)
     assert "no-cache" in pragma_only
-    ignored = policy.client_directives(
-        parse_cache_control(b"max-stale"), b"no-cache", honor_refresh=True
-    )
+    ignored = policy.client_directives(parse_cache_control(b"max-stale"), b"no-cache", honor_refresh=True)
     assert "no-cache" not in ignored  # RFC 7234 §5.4: Pragma only without Cache-Control
     other = policy.client_directives(CacheControl(), b"x-foo", honor_refresh=True)
     assert "no-cache" not in other
@@ -63,13 +57,12 @@ def test_a_route_that_honours_client_refreshes_gets_rfc_9111_and_pragma() -> Non
 def test_the_fresh_entry_is_reused_for_an_ignored_no_cache() -> None:
     fresh = policy.Freshness(60.0, 0.0, 0.0, 0.0, 0)
     attacker = policy.client_directives(
-        parse_cache_control(b"no-cache, max-age=0, min-fresh=3600"), b"no-cache",
+        parse_cache_control(b"no-cache, max-age=0, min-fresh=3600"),
+        b"no-cache",
         honor_refresh=False,
     )
     assert policy.reuse(fresh, 10.0, attacker) is policy.Reuse.FRESH
-    honoured = policy.client_directives(
-        parse_cache_control(b"no-cache"), None, honor_refresh=True
-    )
+    honoured = policy.client_directives(parse_cache_control(b"no-cache"), None, honor_refresh=True)
     assert policy.reuse(fresh, 10.0, honoured) is policy.Reuse.REVALIDATE
 
 
@@ -79,18 +72,27 @@ MAX_AGE: H = [(b"cache-control", b"max-age=60")]
 
 
 def refusal(
-    status: int, response: H, *, default_ttl: float = 0.0,
+    status: int,
+    response: H,
+    *,
+    default_ttl: float = 0.0,
     cache_errors: frozenset[int] = frozenset(),
 ) -> str | None:
     return policy.refusal(
-        "GET", status, CacheControl(), parse_cache_control([v for k, v in response
-                                                            if k == b"cache-control"]),
-        [], response, default_ttl=default_ttl, cache_errors=cache_errors,
+        "GET",
+        status,
+        CacheControl(),
+        parse_cache_control([v for k, v in response if k == b"cache-control"]),
+        [],
+        response,
+        default_ttl=default_ttl,
+        cache_errors=cache_errors,
     )
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 408, 409, 418, 422, 451, 499,
-                                    500, 501, 502, 503, 504, 599])
+@pytest.mark.parametrize(
+    "status", [400, 401, 403, 408, 409, 418, 422, 451, 499, 500, 501, 502, 503, 504, 599]
+)
 def test_error_statuses_are_refused_even_with_max_age(status: int) -> None:
     assert refusal(status, MAX_AGE) == "error-status"
     assert refusal(status, [(b"cache-control", b"public, s-maxage=60")]) == "error-status"
@@ -105,8 +107,10 @@ def test_the_rfc_9110_cacheable_4xx_are_stored_with_explicit_freshness(status: i
 def test_the_default_ttl_never_stores_an_error(status: int) -> None:
     opted = frozenset({500, 503})
     assert refusal(status, [], default_ttl=300, cache_errors=opted) == "not-cacheable"
-    assert refusal(status, [(b"cache-control", b"public")], default_ttl=300,
-                   cache_errors=opted) == "not-cacheable"
+    assert (
+        refusal(status, [(b"cache-control", b"public")], default_ttl=300, cache_errors=opted)
+        == "not-cacheable"
+    )
     assert policy.freshness_lifetime(status, CacheControl(), [], 0.0, default_ttl=300) == 0
     forced = policy.freshness_lifetime(
         status, parse_cache_control(b"max-age=5"), [], 0.0, default_ttl=300, force_ttl=True
@@ -122,8 +126,13 @@ def test_a_route_may_opt_in_to_storing_listed_error_statuses() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("false", frozenset()), ("", frozenset()), ("true", ERROR_STATUSES),
-     ("500, 503", frozenset({500, 503})), ("429", frozenset({429}))],
+    [
+        ("false", frozenset()),
+        ("", frozenset()),
+        ("true", ERROR_STATUSES),
+        ("500, 503", frozenset({500, 503})),
+        ("429", frozenset({429})),
+    ],
 )
 def test_cache_errors_setting_parses(raw: str, expected: frozenset[int]) -> None:
     assert parse_error_statuses("GATEWAY_CACHE_ERRORS", raw) == expected
@@ -156,8 +165,10 @@ def old_key(scheme: str, host: str, route: str, path: bytes, query: bytes) -> st
 
 COLLIDING_BEFORE = [
     # a "|" in the path forges the host and route fields of another request
-    (("http", "victim.example", "api", b"/x|http://victim.example|api", b""),
-     ("http", "victim.example|api|http://victim.example", "api", b"/x", b"")),
+    (
+        ("http", "victim.example", "api", b"/x|http://victim.example|api", b""),
+        ("http", "victim.example|api|http://victim.example", "api", b"/x", b""),
+    ),
     # a "|" in the Host moves the boundary between host and route
     (("http", "h|x", "r", b"/a", b""), ("http", "h", "x|r", b"/a", b"")),
     # route names with the separator
@@ -225,8 +236,11 @@ def test_purge_forms_match_exactly_the_raw_prefixes_and_urls_over_generated_targ
         raw_target = path + b"?" + query if query else path
         key = primary_key("http", "h", "r", path, query)
         cut = rng.randint(1, len(raw_target))
-        candidates = [raw_target[:cut], raw_target[:cut] + _text(rng, 2).encode("latin-1"),
-                      ("/" + _text(rng, 4)).encode("latin-1")]
+        candidates = [
+            raw_target[:cut],
+            raw_target[:cut] + _text(rng, 2).encode("latin-1"),
+            ("/" + _text(rng, 4)).encode("latin-1"),
+        ]
         for raw in candidates:
             assert key.startswith(prefix_form(raw)) == raw_target.startswith(raw), (raw_target, raw)
             assert (url_of(key) == prefix_form(raw)) == (raw_target == raw), (raw_target, raw)

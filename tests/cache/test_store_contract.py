@@ -118,8 +118,16 @@ def cache(request: pytest.FixtureRequest) -> Harness:
     return harness
 
 
-async def put(cache: Harness, key: str = KEY, variant: str = "", blob: bytes = b"entry",
-              *, vary: str = "", ttl: float = 60, tags: tuple[str, ...] = ()) -> None:
+async def put(
+    cache: Harness,
+    key: str = KEY,
+    variant: str = "",
+    blob: bytes = b"entry",
+    *,
+    vary: str = "",
+    ttl: float = 60,
+    tags: tuple[str, ...] = (),
+) -> None:
     await cache.store.put(key, variant, vary, blob, ttl, tags)
 
 
@@ -213,8 +221,11 @@ async def test_an_expired_lock_can_be_taken_and_its_old_owner_cannot_free_it(
 
 async def test_purge_by_url_matches_every_host_and_nothing_else(cache: Harness) -> None:
     same_url = [KEY, OTHER_HOST, "/items?page=1|http|shop.test:8080|legacy"]
-    others = ["/items?page=12|http|shop.test:8080|shop", "/items|http|shop.test:8080|shop",
-              "/items?page=1/x|http|shop.test:8080|shop"]
+    others = [
+        "/items?page=12|http|shop.test:8080|shop",
+        "/items|http|shop.test:8080|shop",
+        "/items?page=1/x|http|shop.test:8080|shop",
+    ]
     for key in same_url + others:
         await put(cache, key=key)
 
@@ -342,10 +353,15 @@ async def test_every_redis_key_expires(server_cache: Harness) -> None:
     await server_cache.store.purge(tag="product", soft=True)
 
     names = sorted(await all_keys(raw))
-    assert names == sorted(n.encode() for n in [
-        entry_name(KEY), entry_name(LONG_PATH + "|http|h|r"), lock_name(KEY),
-        tag_name("product"),
-    ])
+    assert names == sorted(
+        n.encode()
+        for n in [
+            entry_name(KEY),
+            entry_name(LONG_PATH + "|http|h|r"),
+            lock_name(KEY),
+            tag_name("product"),
+        ]
+    )
     for name in names:
         assert 0 < await raw.pttl(name) <= 30_000, name
     assert all(b"{" in name and b"}" in name for name in names)  # hash-tagged for Cluster
@@ -392,9 +408,15 @@ async def test_a_stopped_redis_raises_store_unavailable_and_recovery_is_automati
         started = time.monotonic()
         with pytest.raises(StoreUnavailable):
             await store.lookup(KEY, "")
-        for call in (store.put(KEY, "", "", b"x", 60, ("t",)), store.invalidate(KEY),
-                     store.try_lock(KEY, 5), store.unlock(KEY, "t"), store.purge(url="/items"),
-                     store.purge(tag="t"), store.purge(prefix="/", soft=True)):
+        for call in (
+            store.put(KEY, "", "", b"x", 60, ("t",)),
+            store.invalidate(KEY),
+            store.try_lock(KEY, 5),
+            store.unlock(KEY, "t"),
+            store.purge(url="/items"),
+            store.purge(tag="t"),
+            store.purge(prefix="/", soft=True),
+        ):
             with pytest.raises(StoreUnavailable):
                 await call
         assert await store.ping() is False

@@ -27,10 +27,16 @@ def test_the_rate_limiters_429_is_never_stored(
 def test_the_gateways_502_and_504_are_never_stored(
     gateway_factory: GatewayFactory, upstream: RecordingUpstream, redis_url: str
 ) -> None:
-    dead = gateway_factory({"REDIS_URL": redis_url, "GATEWAY_CACHE_TTL": "30",
-                            "GATEWAY_UPSTREAM_URL": f"http://127.0.0.1:{free_port()}"})
-    slow = gateway_factory({"REDIS_URL": redis_url, "GATEWAY_CACHE_TTL": "30",
-                            "GATEWAY_UPSTREAM_TIMEOUT": "0.3"})
+    dead = gateway_factory(
+        {
+            "REDIS_URL": redis_url,
+            "GATEWAY_CACHE_TTL": "30",
+            "GATEWAY_UPSTREAM_URL": f"http://127.0.0.1:{free_port()}",
+        }
+    )
+    slow = gateway_factory(
+        {"REDIS_URL": redis_url, "GATEWAY_CACHE_TTL": "30", "GATEWAY_UPSTREAM_TIMEOUT": "0.3"}
+    )
     refused, late = target("refused", "max-age=60"), target("late", "max-age=60", delay="1")
 
     for _ in range(2):

@@ -22,14 +22,16 @@ Pair = tuple[GatewayProcess, GatewayProcess]
 
 
 @pytest.fixture(scope="module")
-def pair_processes(
-    upstream_server: RecordingUpstream, redis_server: RedisServer
-) -> Iterator[Pair]:
+def pair_processes(upstream_server: RecordingUpstream, redis_server: RedisServer) -> Iterator[Pair]:
     """Gateways A and B, default cache settings (GATEWAY_CACHE_TTL=0), one shared Redis."""
     if not redis_server.ping():
         redis_server.start()
-    env = {"GATEWAY_UPSTREAM_URL": upstream_server.url, "REDIS_URL": redis_server.url,
-           "GATEWAY_ADMIN_TOKEN": TOKEN, "GATEWAY_ACCESS_LOG": "false"}
+    env = {
+        "GATEWAY_UPSTREAM_URL": upstream_server.url,
+        "REDIS_URL": redis_server.url,
+        "GATEWAY_ADMIN_TOKEN": TOKEN,
+        "GATEWAY_ACCESS_LOG": "false",
+    }
     with contextlib.ExitStack() as stack:
         a = stack.enter_context(GatewayProcess(env))
         b = stack.enter_context(GatewayProcess(env))
@@ -46,8 +48,7 @@ def pair(pair_processes: Pair, redis_url: str, upstream: RecordingUpstream) -> P
 SITE = {"Host": "api.example"}
 
 
-def get(gw: GatewayProcess, raw_target: str, headers: dict[str, str] | None = None
-        ) -> httpx.Response:
+def get(gw: GatewayProcess, raw_target: str, headers: dict[str, str] | None = None) -> httpx.Response:
     return httpx.get(f"{gw.url}{raw_target}", headers={**SITE, **(headers or {})}, timeout=5)
 
 
@@ -56,6 +57,7 @@ def path_of(raw_target: str) -> str:
 
 
 # -- 1. sharing, Date and Age, read-your-writes --------------------------------------------------
+
 
 def test_a_stores_and_b_serves_with_the_stored_date_and_age(
     pair: Pair, upstream: RecordingUpstream, redis_url: str
@@ -116,15 +118,14 @@ def test_head_and_conditional_requests_are_answered_from_the_stored_get(
 
 # -- 2. collapsing ------------------------------------------------------------------------------
 
+
 async def test_concurrent_misses_on_two_processes_make_one_upstream_request(
     pair: Pair, upstream: RecordingUpstream
 ) -> None:
     a, b = pair
     url = target("stampede", "max-age=60", delay="0.6")
     async with httpx.AsyncClient(timeout=10, headers=SITE) as client:
-        responses = await asyncio.gather(
-            *(client.get(f"{(a, b)[i % 2].url}{url}") for i in range(20))
-        )
+        responses = await asyncio.gather(*(client.get(f"{(a, b)[i % 2].url}{url}") for i in range(20)))
 
     assert upstream.hits["/cache/stampede"] == 1
     assert [r.status_code for r in responses] == [200] * 20
@@ -137,9 +138,8 @@ async def test_concurrent_misses_on_two_processes_make_one_upstream_request(
 
 # -- 3. purge -----------------------------------------------------------------------------------
 
-def test_purge_by_url_through_a_makes_b_miss(
-    pair: Pair, upstream: RecordingUpstream, redis_url: str
-) -> None:
+
+def test_purge_by_url_through_a_makes_b_miss(pair: Pair, upstream: RecordingUpstream, redis_url: str) -> None:
     a, b = pair
     url, other = target("pu", "max-age=60"), target("pu", "max-age=60", x="1")
     for u in (url, other):
@@ -171,8 +171,10 @@ def test_purge_by_prefix(pair: Pair, upstream: RecordingUpstream) -> None:
 
 def test_purge_by_surrogate_key_tag(pair: Pair, upstream: RecordingUpstream) -> None:
     a, b = pair
-    tagged = [target("pt1", "max-age=60", h=["Surrogate-Key:product-42 catalog"]),
-              target("pt2", "max-age=60", h=["Cache-Tag:product-42,other"])]
+    tagged = [
+        target("pt1", "max-age=60", h=["Surrogate-Key:product-42 catalog"]),
+        target("pt2", "max-age=60", h=["Cache-Tag:product-42,other"]),
+    ]
     untagged = target("pt3", "max-age=60", h=["Surrogate-Key:product-7"])
     for u in [*tagged, untagged]:
         get(a, u)
@@ -184,9 +186,7 @@ def test_purge_by_surrogate_key_tag(pair: Pair, upstream: RecordingUpstream) -> 
     assert get(b, untagged).headers["x-cache"] == "HIT"
 
 
-def test_soft_purge_revalidates_with_the_stored_validator(
-    pair: Pair, upstream: RecordingUpstream
-) -> None:
+def test_soft_purge_revalidates_with_the_stored_validator(pair: Pair, upstream: RecordingUpstream) -> None:
     a, b = pair
     url = target("soft304", "max-age=60", h=['ETag:"v1"'])
     get(a, url)
@@ -203,9 +203,7 @@ def test_soft_purge_revalidates_with_the_stored_validator(
     assert get(a, url).headers["x-cache"] == "HIT"  # fresh again, for every process
 
 
-def test_soft_purge_serves_stale_while_revalidating(
-    pair: Pair, upstream: RecordingUpstream
-) -> None:
+def test_soft_purge_serves_stale_while_revalidating(pair: Pair, upstream: RecordingUpstream) -> None:
     a, b = pair
     url = target("softswr", "max-age=60, stale-while-revalidate=30")
     get(a, url)
@@ -221,9 +219,15 @@ def test_soft_purge_serves_stale_while_revalidating(
     assert upstream.hits["/cache/softswr"] == 2  # exactly one background refresh
 
 
-@pytest.mark.parametrize(("authorization", "status"), [
-    (None, 401), ("Basic YWRtaW46eA==", 401), (f"Bearer {TOKEN}x", 403), ("Bearer wrong", 403),
-])
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [
+        (None, 401),
+        ("Basic YWRtaW46eA==", 401),
+        (f"Bearer {TOKEN}x", 403),
+        ("Bearer wrong", 403),
+    ],
+)
 def test_purge_needs_the_admin_token(
     pair: Pair, upstream: RecordingUpstream, authorization: str | None, status: int
 ) -> None:
@@ -243,6 +247,7 @@ def test_purge_needs_the_admin_token(
 
 
 # -- 4. invalidation ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
 def test_a_successful_unsafe_request_through_b_invalidates_for_a(
@@ -283,8 +288,9 @@ def test_location_and_content_location_of_a_write_are_invalidated(
         get(a, u)
 
     httpx.post(f"{b.url}/cache/orders", headers={**SITE, "X-Answer-Header": f"Location:{located}"})
-    httpx.post(f"{b.url}/cache/orders",
-               headers={**SITE, "X-Answer-Header": f"Content-Location:{content_located}"})
+    httpx.post(
+        f"{b.url}/cache/orders", headers={**SITE, "X-Answer-Header": f"Content-Location:{content_located}"}
+    )
 
     assert get(a, located).headers["x-cache"] == "MISS"
     assert get(a, content_located).headers["x-cache"] == "MISS"
@@ -349,6 +355,7 @@ def test_an_entry_stored_without_authorization_never_answers_a_request_with_it(
 
 # -- 6. Vary ------------------------------------------------------------------------------------
 
+
 def test_vary_keeps_one_variant_per_accept_encoding(
     pair: Pair, upstream: RecordingUpstream, redis_url: str
 ) -> None:
@@ -368,6 +375,7 @@ def test_vary_keeps_one_variant_per_accept_encoding(
 
 
 # -- 7. TTL=0: only what the origin makes storable ---------------------------------------------
+
 
 def test_without_a_ttl_a_response_without_freshness_or_validator_is_not_stored(
     pair: Pair, upstream: RecordingUpstream, redis_url: str
@@ -392,11 +400,17 @@ def test_without_a_ttl_a_validator_only_response_is_stored_and_revalidated(
     assert upstream.requests[-1].header(b"if-none-match") == b'"e1"'
 
 
-@pytest.mark.parametrize(("age", "served"), [
-    ("abc", False), ("-10", False), ("10.0", False), ("10;x=1", False),  # §5.1: invalid: stale
-    ("7200, 0", False),  # a list-based Age: its first member counts
-    ("10", True),
-])
+@pytest.mark.parametrize(
+    ("age", "served"),
+    [
+        ("abc", False),
+        ("-10", False),
+        ("10.0", False),
+        ("10;x=1", False),  # §5.1: invalid: stale
+        ("7200, 0", False),  # a list-based Age: its first member counts
+        ("10", True),
+    ],
+)
 def test_an_invalid_age_from_the_origin_makes_the_response_stale(
     pair: Pair, upstream: RecordingUpstream, age: str, served: bool
 ) -> None:
@@ -411,6 +425,7 @@ def test_an_invalid_age_from_the_origin_makes_the_response_stale(
 
 
 # -- 9. stale-if-error, stale-while-revalidate --------------------------------------------------
+
 
 def wait_until_stale(gw: GatewayProcess, url: str) -> httpx.Response:
     """Ask until the answer is no longer a fresh HIT (HITs never reach the upstream)."""

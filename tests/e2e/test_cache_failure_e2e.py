@@ -47,8 +47,11 @@ def test_redis_stopped_mid_run_bypasses_then_caching_resumes_by_itself(
         assert purge(gw.url, {"url": "/cache/down"}).status_code == 503
 
         own_redis.start()  # same port, empty
-        resumed = poll(lambda: ((r := client.get(url)).headers["x-cache"] != "BYPASS" and r) or None,
-                       timeout=6, interval=0.1)
+        resumed = poll(
+            lambda: ((r := client.get(url)).headers["x-cache"] != "BYPASS" and r) or None,
+            timeout=6,
+            interval=0.1,
+        )
         assert resumed.headers["x-cache"] in ("MISS", "HIT")
         assert client.get(url).headers["x-cache"] == "HIT"
 

@@ -39,7 +39,9 @@ def test_gateway_on_the_cluster_is_ready_and_proxies(
 
 
 def test_a_cacheable_response_is_served_from_the_cluster(
-    gateway_factory: GatewayFactory, upstream: RecordingUpstream, cluster: LocalCluster,
+    gateway_factory: GatewayFactory,
+    upstream: RecordingUpstream,
+    cluster: LocalCluster,
     cluster_env: dict[str, str],
 ) -> None:
     gw = gateway_factory(cluster_env)

@@ -20,8 +20,9 @@ def header_values(headers: list[tuple[bytes, bytes]], name: bytes) -> list[bytes
     return [v for k, v in headers if k == name]
 
 
-def test_get_passes_status_headers_and_body_untouched(gateway: GatewayProcess,
-                                                      upstream: RecordingUpstream) -> None:
+def test_get_passes_status_headers_and_body_untouched(
+    gateway: GatewayProcess, upstream: RecordingUpstream
+) -> None:
     status, headers, body = raw_request(
         gateway.port, b"GET /plain HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n"
     )
@@ -33,17 +34,18 @@ def test_get_passes_status_headers_and_body_untouched(gateway: GatewayProcess,
     assert len(upstream.requests) == 1
 
 
-@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND",
-                                    "PURGE", "QUERY"])
-def test_any_method_is_forwarded(gateway: GatewayProcess, upstream: RecordingUpstream,
-                                 method: str) -> None:
+@pytest.mark.parametrize(
+    "method", ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND", "PURGE", "QUERY"]
+)
+def test_any_method_is_forwarded(gateway: GatewayProcess, upstream: RecordingUpstream, method: str) -> None:
     response = httpx.request(method, f"{gateway.url}/echo", content=b"" if method == "GET" else b"x")
     assert response.status_code == 200
     assert response.json()["method"] == method
 
 
-def test_arbitrary_extension_methods_are_forwarded(gateway_factory: GatewayFactory,
-                                                   upstream: RecordingUpstream) -> None:
+def test_arbitrary_extension_methods_are_forwarded(
+    gateway_factory: GatewayFactory, upstream: RecordingUpstream
+) -> None:
     gw = gateway_factory({"GATEWAY_CACHE_ENABLED": "false"})
     response = httpx.request("X-CUSTOM-VERB", f"{gw.url}/echo", content=b"x")
     assert response.status_code == 200
@@ -76,11 +78,11 @@ def test_escaped_slash_is_forwarded_untouched_when_configured_to_keep(
     assert upstream.requests[-1].raw_path == b"/echo/a%2Fb/c%5Cd"
 
 
-def test_request_body_and_headers_arrive_intact(gateway: GatewayProcess,
-                                                upstream: RecordingUpstream) -> None:
+def test_request_body_and_headers_arrive_intact(gateway: GatewayProcess, upstream: RecordingUpstream) -> None:
     payload = bytes(range(256)) * 1000
-    response = httpx.post(f"{gateway.url}/echo", content=payload,
-                          headers={b"X-Custom": "caf\u00e9 \u2713".encode()})
+    response = httpx.post(
+        f"{gateway.url}/echo", content=payload, headers={b"X-Custom": "caf\u00e9 \u2713".encode()}
+    )
     doc = response.json()
     assert doc["body_len"] == len(payload)
     seen = upstream.requests[-1]
@@ -88,11 +90,16 @@ def test_request_body_and_headers_arrive_intact(gateway: GatewayProcess,
     assert seen.header(b"content-length") == str(len(payload)).encode()
 
 
-def test_header_bytes_that_are_not_utf8_are_forwarded_verbatim(gateway: GatewayProcess,
-                                                               upstream: RecordingUpstream) -> None:
-    status, headers, _ = raw_request(gateway.port, (
-        b"POST /echo HTTP/1.1\r\nHost: h\r\nX-Latin: Jos\xe9 M\xfcller\r\n"
-        b"X-Utf8: caf\xc3\xa9\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"))
+def test_header_bytes_that_are_not_utf8_are_forwarded_verbatim(
+    gateway: GatewayProcess, upstream: RecordingUpstream
+) -> None:
+    status, headers, _ = raw_request(
+        gateway.port,
+        (
+            b"POST /echo HTTP/1.1\r\nHost: h\r\nX-Latin: Jos\xe9 M\xfcller\r\n"
+            b"X-Utf8: caf\xc3\xa9\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"
+        ),
+    )
     assert status == 200
     seen = upstream.requests[-1]
     assert seen.header(b"x-latin") == b"Jos\xe9 M\xfcller"
@@ -101,13 +108,18 @@ def test_header_bytes_that_are_not_utf8_are_forwarded_verbatim(gateway: GatewayP
     assert header_values(headers, b"via") == [b"1.1 gateway"]
 
 
-def test_hop_by_hop_headers_are_removed_in_both_directions(gateway: GatewayProcess,
-                                                           upstream: RecordingUpstream) -> None:
-    status, headers, _ = raw_request(gateway.port, (
-        b"GET /cache/hop?h=X-Secret-Hop:1&h=Connection:X-Secret-Hop&h=Proxy-Authenticate:Basic"
-        b"&h=X-Kept:yes HTTP/1.1\r\nHost: h\r\nConnection: close, X-Drop-Me\r\n"
-        b"X-Drop-Me: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\n"
-        b"Upgrade: h2c\r\nX-Keep: 1\r\n\r\n"))
+def test_hop_by_hop_headers_are_removed_in_both_directions(
+    gateway: GatewayProcess, upstream: RecordingUpstream
+) -> None:
+    status, headers, _ = raw_request(
+        gateway.port,
+        (
+            b"GET /cache/hop?h=X-Secret-Hop:1&h=Connection:X-Secret-Hop&h=Proxy-Authenticate:Basic"
+            b"&h=X-Kept:yes HTTP/1.1\r\nHost: h\r\nConnection: close, X-Drop-Me\r\n"
+            b"X-Drop-Me: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\n"
+            b"Upgrade: h2c\r\nX-Keep: 1\r\n\r\n"
+        ),
+    )
     assert status == 200
     seen = upstream.requests[-1]
     names = {k.lower() for k, _ in seen.headers}
@@ -123,10 +135,18 @@ def test_hop_by_hop_headers_are_removed_in_both_directions(gateway: GatewayProce
 def test_forwarding_headers_from_untrusted_clients_are_replaced(
     gateway: GatewayProcess, upstream: RecordingUpstream
 ) -> None:
-    response = httpx.get(f"{gateway.url}/echo", headers={
-        "Host": "shop.example", "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "evil.example",
-        "X-Forwarded-Proto": "https", "X-Real-IP": "6.6.6.6", "Forwarded": "for=6.6.6.6",
-        "X-Request-ID": "req-123"})
+    response = httpx.get(
+        f"{gateway.url}/echo",
+        headers={
+            "Host": "shop.example",
+            "X-Forwarded-For": "6.6.6.6",
+            "X-Forwarded-Host": "evil.example",
+            "X-Forwarded-Proto": "https",
+            "X-Real-IP": "6.6.6.6",
+            "Forwarded": "for=6.6.6.6",
+            "X-Request-ID": "req-123",
+        },
+    )
     assert response.headers["x-request-id"] == "req-123"
     seen = upstream.requests[-1]
     assert seen.header(b"x-forwarded-for") == b"127.0.0.1"
@@ -142,14 +162,18 @@ def test_forwarding_headers_from_untrusted_clients_are_replaced(
 def test_an_upstream_echoing_the_request_id_does_not_duplicate_it(
     gateway: GatewayProcess, upstream: RecordingUpstream
 ) -> None:
-    status, headers, _ = raw_request(gateway.port, b"GET /cache/rid?h=X-Request-ID:abc HTTP/1.1\r\n"
-                                     b"Host: h\r\nX-Request-ID: abc\r\nConnection: close\r\n\r\n")
+    status, headers, _ = raw_request(
+        gateway.port,
+        b"GET /cache/rid?h=X-Request-ID:abc HTTP/1.1\r\n"
+        b"Host: h\r\nX-Request-ID: abc\r\nConnection: close\r\n\r\n",
+    )
     assert status == 200
     assert header_values(headers, b"x-request-id") == [b"abc"]
 
 
-def test_request_id_is_generated_when_missing_or_malformed(gateway: GatewayProcess,
-                                                           upstream: RecordingUpstream) -> None:
+def test_request_id_is_generated_when_missing_or_malformed(
+    gateway: GatewayProcess, upstream: RecordingUpstream
+) -> None:
     first = httpx.get(f"{gateway.url}/echo")
     second = httpx.get(f"{gateway.url}/echo", headers={"X-Request-ID": "bad id\twith spaces"})
     ids = {first.headers["x-request-id"], second.headers["x-request-id"]}
@@ -157,12 +181,18 @@ def test_request_id_is_generated_when_missing_or_malformed(gateway: GatewayProce
     assert upstream.requests[-1].header(b"x-request-id") == second.headers["x-request-id"].encode()
 
 
-def test_forwarding_chain_extended_only_for_trusted_proxies(gateway_factory: GatewayFactory,
-                                                            upstream: RecordingUpstream) -> None:
+def test_forwarding_chain_extended_only_for_trusted_proxies(
+    gateway_factory: GatewayFactory, upstream: RecordingUpstream
+) -> None:
     gw = gateway_factory({"GATEWAY_TRUSTED_PROXIES": "127.0.0.0/8, ::1"})
-    httpx.get(f"{gw.url}/echo", headers={"X-Forwarded-For": "203.0.113.7",
-                                         "X-Forwarded-Proto": "https",
-                                         "X-Forwarded-Host": "public.example"})
+    httpx.get(
+        f"{gw.url}/echo",
+        headers={
+            "X-Forwarded-For": "203.0.113.7",
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "public.example",
+        },
+    )
     seen = upstream.requests[-1]
     assert seen.header(b"x-forwarded-for") == b"203.0.113.7, 127.0.0.1"
     assert seen.header(b"x-forwarded-proto") == b"https"
@@ -173,41 +203,44 @@ def test_forwarding_chain_extended_only_for_trusted_proxies(gateway_factory: Gat
     assert upstream.requests[-1].header(b"x-forwarded-for") == b"203.0.113.7, 127.0.0.1"
 
 
-def test_absolute_form_target_and_crafted_host_never_steer(gateway: GatewayProcess,
-                                                           upstream: RecordingUpstream) -> None:
-    status, _, _ = raw_request(gateway.port, b"GET http://169.254.169.254/echo/meta HTTP/1.1\r\n"
-                               b"Host: 169.254.169.254\r\nConnection: close\r\n\r\n")
+def test_absolute_form_target_and_crafted_host_never_steer(
+    gateway: GatewayProcess, upstream: RecordingUpstream
+) -> None:
+    status, _, _ = raw_request(
+        gateway.port,
+        b"GET http://169.254.169.254/echo/meta HTTP/1.1\r\n"
+        b"Host: 169.254.169.254\r\nConnection: close\r\n\r\n",
+    )
     assert status == 200
     seen = upstream.requests[-1]
     assert seen.raw_path == b"/echo/meta"
     assert seen.header(b"host") == upstream.url.removeprefix("http://").encode()
 
 
-def test_redirects_are_passed_back_not_followed(gateway: GatewayProcess,
-                                                upstream: RecordingUpstream) -> None:
-    response = httpx.get(f"{gateway.url}/cache/r?h=Location:http://127.0.0.1:1/elsewhere",
-                         follow_redirects=False)
+def test_redirects_are_passed_back_not_followed(gateway: GatewayProcess, upstream: RecordingUpstream) -> None:
+    response = httpx.get(
+        f"{gateway.url}/cache/r?h=Location:http://127.0.0.1:1/elsewhere", follow_redirects=False
+    )
     assert response.headers["location"] == "http://127.0.0.1:1/elsewhere"
     assert len(upstream.requests) == 1
 
 
-def test_upstream_cookies_are_not_kept_between_users(gateway: GatewayProcess,
-                                                     upstream: RecordingUpstream) -> None:
+def test_upstream_cookies_are_not_kept_between_users(
+    gateway: GatewayProcess, upstream: RecordingUpstream
+) -> None:
     first = httpx.get(f"{gateway.url}/cache/c?h=Set-Cookie:session=alice")
     assert first.headers["set-cookie"] == "session=alice"
     httpx.get(f"{gateway.url}/echo")
     assert upstream.requests[-1].header(b"cookie") is None
 
 
-def test_head_gets_headers_without_body(gateway: GatewayProcess,
-                                        upstream: RecordingUpstream) -> None:
+def test_head_gets_headers_without_body(gateway: GatewayProcess, upstream: RecordingUpstream) -> None:
     response = httpx.head(f"{gateway.url}/big?size=1000")
     assert response.status_code == 200
     assert response.headers["content-length"] == "1000" and response.content == b""
 
 
-def test_admin_paths_are_never_forwarded(gateway: GatewayProcess,
-                                         upstream: RecordingUpstream) -> None:
+def test_admin_paths_are_never_forwarded(gateway: GatewayProcess, upstream: RecordingUpstream) -> None:
     assert httpx.get(f"{gateway.url}/__gateway/health").json() == {"status": "ok"}
     assert httpx.get(f"{gateway.url}/__gateway/nothing-here").status_code == 404
     assert upstream.requests == []
@@ -226,8 +259,7 @@ def test_connection_refused_is_a_502_problem_without_addresses(
     assert str(dead) not in response.text and "127.0.0.1" not in response.text
 
 
-def test_slow_upstream_is_a_504_problem(gateway_factory: GatewayFactory,
-                                        upstream: RecordingUpstream) -> None:
+def test_slow_upstream_is_a_504_problem(gateway_factory: GatewayFactory, upstream: RecordingUpstream) -> None:
     gw = gateway_factory({"GATEWAY_UPSTREAM_TIMEOUT": "0.3"})
     response = httpx.get(f"{gw.url}/slow?seconds=3", timeout=10)
     assert response.status_code == 504
@@ -235,8 +267,7 @@ def test_slow_upstream_is_a_504_problem(gateway_factory: GatewayFactory,
     assert response.elapsed.total_seconds() < 2
 
 
-def test_reset_mid_headers_is_a_502(gateway_factory: GatewayFactory,
-                                    upstream: RecordingUpstream) -> None:
+def test_reset_mid_headers_is_a_502(gateway_factory: GatewayFactory, upstream: RecordingUpstream) -> None:
     import threading
 
     listener = socket.socket()
@@ -279,8 +310,9 @@ def test_declared_body_over_the_limit_is_413_and_not_forwarded(
     assert httpx.post(f"{gw.url}/echo", content=b"x" * 1000).json()["body_len"] == 1000
 
 
-def test_chunked_body_over_the_limit_is_413(gateway_factory: GatewayFactory,
-                                            upstream: RecordingUpstream) -> None:
+def test_chunked_body_over_the_limit_is_413(
+    gateway_factory: GatewayFactory, upstream: RecordingUpstream
+) -> None:
     gw = gateway_factory({"GATEWAY_MAX_BODY_BYTES": "100000"})
 
     def chunks() -> Iterator[bytes]:
@@ -293,14 +325,14 @@ def test_chunked_body_over_the_limit_is_413(gateway_factory: GatewayFactory,
 
 
 def test_invalid_content_length_is_400(gateway: GatewayProcess, upstream: RecordingUpstream) -> None:
-    status, _, _ = raw_request(gateway.port, b"POST /echo HTTP/1.1\r\nHost: h\r\n"
-                               b"Content-Length: abc\r\nConnection: close\r\n\r\n")
+    status, _, _ = raw_request(
+        gateway.port, b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: abc\r\nConnection: close\r\n\r\n"
+    )
     assert 400 <= status < 500
     assert upstream.requests == []
 
 
-def test_problem_bodies_are_small_json(gateway_factory: GatewayFactory,
-                                       upstream: RecordingUpstream) -> None:
+def test_problem_bodies_are_small_json(gateway_factory: GatewayFactory, upstream: RecordingUpstream) -> None:
     gw = gateway_factory({"GATEWAY_UPSTREAM_URL": f"http://127.0.0.1:{free_port()}"})
     response = httpx.get(f"{gw.url}/x", headers={"X-Request-ID": "trace-1"})
     doc = json.loads(response.content)
@@ -308,8 +340,9 @@ def test_problem_bodies_are_small_json(gateway_factory: GatewayFactory,
     assert doc["request_id"] == "trace-1"
 
 
-def test_several_workers_serve_and_each_writes_access_lines(gateway_factory: GatewayFactory,
-                                                            upstream: RecordingUpstream) -> None:
+def test_several_workers_serve_and_each_writes_access_lines(
+    gateway_factory: GatewayFactory, upstream: RecordingUpstream
+) -> None:
     gw = gateway_factory({"GATEWAY_WORKERS": "2", "GATEWAY_CACHE_ENABLED": "false"})
     for _ in range(6):
         assert httpx.get(f"{gw.url}/echo").status_code == 200
@@ -318,7 +351,10 @@ def test_several_workers_serve_and_each_writes_access_lines(gateway_factory: Gat
     deadline = time.monotonic() + 5
     while gw.logs().count("gateway.access") < 6 and time.monotonic() < deadline:
         time.sleep(0.05)
-    lines = [json.loads(line.split("gateway.access ", 1)[1])
-             for line in gw.logs().splitlines() if "gateway.access" in line]
+    lines = [
+        json.loads(line.split("gateway.access ", 1)[1])
+        for line in gw.logs().splitlines()
+        if "gateway.access" in line
+    ]
     assert len([entry for entry in lines if entry["path"] == "/echo"]) == 6
     assert gw.logs().count("per process") == 2  # each worker says it runs on its own store

@@ -20,21 +20,22 @@ async def test_three_processes_admit_exactly_the_limit(
     """600 concurrent requests spread over three gateways: exactly LIMIT pass, never one
     more (no read-then-increment race) and never one less (no per-node splitting)."""
     env = {
-        "REDIS_URL": redis_url, "GATEWAY_CACHE_ENABLED": "false",
+        "REDIS_URL": redis_url,
+        "GATEWAY_CACHE_ENABLED": "false",
         # A day-long window: the burst never straddles a window boundary.
-        "GATEWAY_RATE_LIMIT": f"{LIMIT}/day", "GATEWAY_RATE_LIMIT_STRATEGY": strategy,
+        "GATEWAY_RATE_LIMIT": f"{LIMIT}/day",
+        "GATEWAY_RATE_LIMIT_STRATEGY": strategy,
         # This tests counting, not deadlines: a 2-core machine serving 200 requests at once per
         # process can miss the default 150 ms one, and fail-open would then admit uncounted.
         # Closed makes any such miss a visible 503 instead of a silent extra 200.
-        "REDIS_COMMAND_TIMEOUT": "5", "GATEWAY_RATE_LIMIT_FAIL_MODE": "closed",
+        "REDIS_COMMAND_TIMEOUT": "5",
+        "GATEWAY_RATE_LIMIT_FAIL_MODE": "closed",
     }
     gateways = [gateway_factory(env) for _ in range(3)]
     limits = httpx.Limits(max_connections=100)
     clients = [httpx.AsyncClient(base_url=gw.url, limits=limits, timeout=30) for gw in gateways]
     try:
-        responses = await asyncio.gather(
-            *(clients[i % 3].get(f"/echo/{i}") for i in range(600))
-        )
+        responses = await asyncio.gather(*(clients[i % 3].get(f"/echo/{i}") for i in range(600)))
     finally:
         for client in clients:
             await client.aclose()
@@ -52,14 +53,18 @@ async def test_three_processes_admit_exactly_the_limit(
 def test_spoofed_forwarding_headers_never_open_a_new_bucket(
     gateway_factory: GatewayFactory, redis_url: str
 ) -> None:
-    gw = gateway_factory({
-        "REDIS_URL": redis_url, "GATEWAY_CACHE_ENABLED": "false",
-        "GATEWAY_RATE_LIMIT": "2/minute",
-    })
+    gw = gateway_factory(
+        {
+            "REDIS_URL": redis_url,
+            "GATEWAY_CACHE_ENABLED": "false",
+            "GATEWAY_RATE_LIMIT": "2/minute",
+        }
+    )
     statuses = []
     for i in range(4):
         spoofed = {
-            "X-Forwarded-For": f"198.51.100.{i}", "X-Real-IP": f"198.51.100.{i}",
+            "X-Forwarded-For": f"198.51.100.{i}",
+            "X-Real-IP": f"198.51.100.{i}",
             "Forwarded": f"for=198.51.100.{i}",
         }
         statuses.append(httpx.get(f"{gw.url}/echo", headers=spoofed).status_code)

@@ -10,9 +10,9 @@ from tests.e2e.conftest import GatewayFactory
 from tests.support.upstream import RecordingUpstream
 
 
-def test_routes_file_drives_forwarding_and_policies(gateway_factory: GatewayFactory,
-                                                    upstream: RecordingUpstream,
-                                                    tmp_path: Path) -> None:
+def test_routes_file_drives_forwarding_and_policies(
+    gateway_factory: GatewayFactory, upstream: RecordingUpstream, tmp_path: Path
+) -> None:
     routes = tmp_path / "routes.yaml"
     routes.write_text(f"""
 routes:
@@ -29,8 +29,7 @@ routes:
     gw = gateway_factory({"GATEWAY_ROUTES_FILE": str(routes), "GATEWAY_UPSTREAM_URL": ""})
     statuses = [httpx.get(f"{gw.url}/api/items/7?x=1").status_code for _ in range(4)]
     assert statuses == [200, 200, 200, 429]  # the route's own limit
-    assert [r.raw_path for r in upstream.requests] == [b"/one/items/7", b"/two/items/7",
-                                                       b"/one/items/7"]
+    assert [r.raw_path for r in upstream.requests] == [b"/one/items/7", b"/two/items/7", b"/one/items/7"]
     assert all(r.query == b"x=1" for r in upstream.requests)
     # The longer prefix wins, keeps its path, and has no limit.
     for _ in range(4):

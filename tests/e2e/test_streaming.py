@@ -24,10 +24,12 @@ def rss(gw: GatewayProcess) -> int:
     raise AssertionError("no VmRSS")
 
 
-def test_large_upload_streams_with_bounded_memory(gateway_factory: GatewayFactory,
-                                                  upstream: RecordingUpstream) -> None:
-    gw = gateway_factory({"GATEWAY_CACHE_ENABLED": "false", "GATEWAY_MAX_BODY_BYTES": "0",
-                          "GATEWAY_ACCESS_LOG": "false"})
+def test_large_upload_streams_with_bounded_memory(
+    gateway_factory: GatewayFactory, upstream: RecordingUpstream
+) -> None:
+    gw = gateway_factory(
+        {"GATEWAY_CACHE_ENABLED": "false", "GATEWAY_MAX_BODY_BYTES": "0", "GATEWAY_ACCESS_LOG": "false"}
+    )
     httpx.post(f"{gw.url}/echo", content=b"warm")
     before = rss(gw)
     size = 300 * MiB
@@ -42,8 +44,9 @@ def test_large_upload_streams_with_bounded_memory(gateway_factory: GatewayFactor
     assert rss(gw) - before < 30 * MiB
 
 
-def test_large_download_streams_with_bounded_memory(gateway_factory: GatewayFactory,
-                                                    upstream: RecordingUpstream) -> None:
+def test_large_download_streams_with_bounded_memory(
+    gateway_factory: GatewayFactory, upstream: RecordingUpstream
+) -> None:
     gw = gateway_factory({"GATEWAY_CACHE_ENABLED": "false", "GATEWAY_ACCESS_LOG": "false"})
     httpx.get(f"{gw.url}/big?size=10")
     before = rss(gw)
@@ -58,10 +61,10 @@ def test_large_download_streams_with_bounded_memory(gateway_factory: GatewayFact
     assert max(peak, rss(gw)) - before < 30 * MiB
 
 
-def test_client_leaving_mid_stream_releases_the_upstream(gateway_factory: GatewayFactory,
-                                                        upstream: RecordingUpstream) -> None:
-    gw = gateway_factory({"GATEWAY_CACHE_ENABLED": "false",
-                          "GATEWAY_UPSTREAM_MAX_CONNECTIONS": "2"})
+def test_client_leaving_mid_stream_releases_the_upstream(
+    gateway_factory: GatewayFactory, upstream: RecordingUpstream
+) -> None:
+    gw = gateway_factory({"GATEWAY_CACHE_ENABLED": "false", "GATEWAY_UPSTREAM_MAX_CONNECTIONS": "2"})
     for _ in range(4):  # more abandoned streams than pooled connections
         sock = socket.create_connection(("127.0.0.1", gw.port))
         sock.sendall(b"GET /stream?chunks=100&interval=0.05 HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -76,8 +79,9 @@ def test_client_leaving_mid_stream_releases_the_upstream(gateway_factory: Gatewa
     assert response.status_code == 200
 
 
-def test_streamed_response_arrives_incrementally(gateway: GatewayProcess,
-                                                 upstream: RecordingUpstream) -> None:
+def test_streamed_response_arrives_incrementally(
+    gateway: GatewayProcess, upstream: RecordingUpstream
+) -> None:
     with httpx.stream("GET", f"{gateway.url}/stream?chunks=3&interval=0.3", timeout=10) as response:
         started = time.monotonic()
         chunks = response.iter_raw()

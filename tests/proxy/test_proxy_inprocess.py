@@ -30,7 +30,7 @@ from tests.support.redis_server import free_port
 #: Generous bounds for "promptly" on a loaded 2-core machine; the paths under test take ms.
 PROMPTLY = 10.0
 #: For the known gaps below: a fixed proxy drops the upstream in milliseconds.
-GAP_BOUND = 2.0
+GAP_BOUND = 0.5
 NOT_UTF8 = b"Jos\xe9"  # Latin-1 obs-text: aiohttp would re-encode it, the exact path must not
 
 

@@ -51,9 +51,7 @@ Factory = Callable[..., Limiter]
 
 
 @pytest.fixture(params=["redis", "memory"])
-async def make_limiter(
-    request: pytest.FixtureRequest, redis_server: RedisServer
-) -> AsyncIterator[Factory]:
+async def make_limiter(request: pytest.FixtureRequest, redis_server: RedisServer) -> AsyncIterator[Factory]:
     """Builds limiters of one backend; Redis ones share the flushed test server."""
     clients: list[Redis] = []
     if request.param == "memory":
@@ -142,8 +140,7 @@ async def test_each_strategy_matches_the_reference_over_a_sequence_of_hits(
     limiter = make_limiter(clock=clock)
     parsed = parse_limits(text, strategy, "test")
     reference: LimitsReference | GcraReference = (
-        GcraReference(parsed) if strategy == "gcra"
-        else LimitsReference(strategy, text, clock, monkeypatch)
+        GcraReference(parsed) if strategy == "gcra" else LimitsReference(strategy, text, clock, monkeypatch)
     )
     rng = random.Random(f"{strategy}{text}")
     admitted = refused = 0
@@ -162,9 +159,7 @@ async def test_each_strategy_matches_the_reference_over_a_sequence_of_hits(
 
 
 @pytest.mark.parametrize("strategy", ["sliding", "fixed", "gcra"])
-async def test_several_limits_are_decided_together(
-    make_limiter: Factory, strategy: Strategy
-) -> None:
+async def test_several_limits_are_decided_together(make_limiter: Factory, strategy: Strategy) -> None:
     clock = Clock()
     limiter = make_limiter(clock=clock)
     parsed = parse_limits("3/second;4/minute", strategy, "test")
@@ -195,9 +190,7 @@ async def test_costs_and_no_charge_on_reject(make_limiter: Factory, strategy: St
 
 
 @pytest.mark.parametrize("strategy", ["sliding", "fixed", "gcra"])
-async def test_charging_rejected_requests_is_an_option(
-    make_limiter: Factory, strategy: Strategy
-) -> None:
+async def test_charging_rejected_requests_is_an_option(make_limiter: Factory, strategy: Strategy) -> None:
     clock = Clock()
     limiter = make_limiter(clock=clock, charge_rejected=True)
     parsed = parse_limits("10/minute", strategy, "test")
@@ -210,9 +203,7 @@ async def test_charging_rejected_requests_is_an_option(
     ("strategy", "text"),
     [("sliding", "10/2 seconds"), ("fixed", "10/2 seconds"), ("gcra", "3/second burst 5")],
 )
-async def test_retry_and_reset_times_are_exact(
-    make_limiter: Factory, strategy: Strategy, text: str
-) -> None:
+async def test_retry_and_reset_times_are_exact(make_limiter: Factory, strategy: Strategy, text: str) -> None:
     """Waiting `retry_ms` is always enough and one ms less never is; `reset_ms` is when more
     quota appears. (Cost-0 hits look without charging.)"""
     clock = Clock()
@@ -261,8 +252,7 @@ def test_all_keys_of_one_client_share_a_cluster_slot() -> None:
 
 @pytest.mark.parametrize(
     ("strategy", "text", "bound_ms"),
-    [("sliding", "5/10 seconds", 20_000), ("fixed", "5/10 seconds", 10_000),
-     ("gcra", "5/10 seconds", 2_000)],
+    [("sliding", "5/10 seconds", 20_000), ("fixed", "5/10 seconds", 10_000), ("gcra", "5/10 seconds", 2_000)],
 )
 async def test_every_key_expires(
     redis_server: RedisServer, redis_url: str, strategy: Strategy, text: str, bound_ms: int

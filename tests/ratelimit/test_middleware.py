@@ -59,8 +59,12 @@ async def build(redis_server: RedisServer) -> AsyncIterator[Build]:
     opened: list[tuple[httpx.AsyncClient, Runtime]] = []
 
     async def make(
-        store: str | RedisServer | tuple[str, int] = "redis", *, client_ip: str = "203.0.113.7",
-        prefetching: bool = False, breaker: CircuitBreaker | None = None, **limit: Any,
+        store: str | RedisServer | tuple[str, int] = "redis",
+        *,
+        client_ip: str = "203.0.113.7",
+        prefetching: bool = False,
+        breaker: CircuitBreaker | None = None,
+        **limit: Any,
     ) -> tuple[httpx.AsyncClient, CountingApp, Runtime]:
         rate_limit = replace(RateLimitSettings(limits="3/minute"), **limit)
         routes = (
@@ -116,9 +120,7 @@ async def test_admitted_answers_carry_the_ratelimit_fields(build: Build, store: 
     assert inner.calls == 1
 
 
-async def test_over_the_limit_is_a_429_problem_that_names_the_policy(
-    build: Build, store: str
-) -> None:
+async def test_over_the_limit_is_a_429_problem_that_names_the_policy(build: Build, store: str) -> None:
     client, inner, runtime = await build(store, policy="partner")
     for _ in range(3):
         assert (await client.get("/api/x")).status_code == 200
@@ -170,11 +172,12 @@ async def test_cost_per_method(build: Build, store: str) -> None:
         ("203.0.113.7", {"x-api-key": "customer"}, False),
     ],
 )
-async def test_exemptions(
-    build: Build, client_ip: str, headers: dict[str, str], exempt: bool
-) -> None:
+async def test_exemptions(build: Build, client_ip: str, headers: dict[str, str], exempt: bool) -> None:
     client, _, _ = await build(
-        "memory", client_ip=client_ip, limits="1/minute", key="header:X-API-Key",
+        "memory",
+        client_ip=client_ip,
+        limits="1/minute",
+        key="header:X-API-Key",
         exempt=("10.0.0.0/8", "2001:db8::/48", "internal"),
     )
     statuses = [(await client.get("/api/x", headers=headers)).status_code for _ in range(3)]
@@ -191,17 +194,13 @@ async def test_shadow_mode_reports_but_never_refuses(
         responses = [await client.get("/api/x") for _ in range(4)]
     assert [r.status_code for r in responses] == [200] * 4
     assert inner.calls == 4
-    assert [r.headers.get("x-ratelimit-shadow") for r in responses] == [
-        None, None, "default", "default"
-    ]
+    assert [r.headers.get("x-ratelimit-shadow") for r in responses] == [None, None, "default", "default"]
     assert all("ratelimit" not in r.headers for r in responses)
     assert len([r for r in caplog.records if "shadow" in r.getMessage()]) == 2
     assert runtime.metrics.ratelimit["shadow"] == 2
 
 
-async def test_the_cache_lookup_shares_the_decisions_round_trip(
-    build: Build, redis_url: str
-) -> None:
+async def test_the_cache_lookup_shares_the_decisions_round_trip(build: Build, redis_url: str) -> None:
     client, inner, runtime = await build("redis", prefetching=True, limits="100/minute")
     assert runtime.pipeline is not None
     await client.get("/api/x")  # the first use loads the script (NOSCRIPT, then EVAL)
@@ -296,9 +295,7 @@ async def test_shadow_mode_never_fails_closed(build: Build, stopped_redis: Redis
 async def test_counting_resumes_by_itself_when_redis_returns(
     build: Build, stopped_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client, _, runtime = await build(
-        stopped_redis, fail_mode="open", breaker=CircuitBreaker(2, 0.2)
-    )
+    client, _, runtime = await build(stopped_redis, fail_mode="open", breaker=CircuitBreaker(2, 0.2))
     await timed(client, 3)
     assert runtime.limiter is not None and runtime.limiter.degraded
     stopped_redis.start()

@@ -127,9 +127,9 @@ def test_route_global_and_combinations() -> None:
 
 
 def test_policies_do_not_share_counters() -> None:
-    assert policy(policy="free").identity("1.1.1.1", [], "a") != policy(
-        policy="paid"
-    ).identity("1.1.1.1", [], "a")
+    assert policy(policy="free").identity("1.1.1.1", [], "a") != policy(policy="paid").identity(
+        "1.1.1.1", [], "a"
+    )
 
 
 def test_key_material_is_bounded_and_safe_for_a_hash_tag() -> None:
@@ -159,9 +159,7 @@ def decision(p: RatePolicy, *states: tuple[int, int, int]) -> Decision:
 def test_admitted_headers_follow_draft_10_and_the_legacy_trio() -> None:
     p = policy(limits="10/second;1000/hour")
     headers = dict(response_headers(p, decision(p, (7, 400, 0), (997, 2_500_001, 0))))
-    assert headers[b"ratelimit-policy"] == (
-        b'"default-1s";q=10;w=1, "default-3600s";q=1000;w=3600'
-    )
+    assert headers[b"ratelimit-policy"] == (b'"default-1s";q=10;w=1, "default-3600s";q=1000;w=3600')
     assert headers[b"ratelimit"] == b'"default-1s";r=7;t=1, "default-3600s";r=997;t=2501'
     assert headers[b"x-ratelimit-limit"] == b"10"  # the tightest limit
     assert headers[b"x-ratelimit-remaining"] == b"7"

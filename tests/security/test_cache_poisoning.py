@@ -58,8 +58,7 @@ def start(upstream: RecordingUpstream) -> Iterator[Start]:
     started: list[GatewayProcess] = []
 
     def run(env: Mapping[str, str]) -> GatewayProcess:
-        gw = GatewayProcess({"GATEWAY_UPSTREAM_URL": upstream.url,
-                             "GATEWAY_ACCESS_LOG": "false", **env})
+        gw = GatewayProcess({"GATEWAY_UPSTREAM_URL": upstream.url, "GATEWAY_ACCESS_LOG": "false", **env})
         started.append(gw)
         return gw.start()
 
@@ -68,8 +67,7 @@ def start(upstream: RecordingUpstream) -> Iterator[Start]:
         gw.stop()
 
 
-def get(gw: GatewayProcess, raw_target: str, headers: Mapping[str, str] | None = None
-        ) -> httpx.Response:
+def get(gw: GatewayProcess, raw_target: str, headers: Mapping[str, str] | None = None) -> httpx.Response:
     return httpx.get(f"{gw.url}{raw_target}", headers={**SITE, **(headers or {})}, timeout=10)
 
 
@@ -216,9 +214,12 @@ def test_cache_key_format_bump_never_serves_an_old_format_redis_entry(
     url = target("legacy", "max-age=60")
     old_key = f"{url}|http://api.example|default"
     entry = build_entry(
-        CacheRequest(old_key, "GET", [], CacheSettings()), 200,
-        [(b"cache-control", b"max-age=600"), (b"content-type", b"text/plain")], b"FORGED",
-        request_time=time.time(), response_time=time.time(),
+        CacheRequest(old_key, "GET", [], CacheSettings()),
+        200,
+        [(b"cache-control", b"max-age=600"), (b"content-type", b"text/plain")],
+        b"FORGED",
+        request_time=time.time(),
+        response_time=time.time(),
     )
     with redis.Redis.from_url(redis_url) as client:
         client.hset(f"gw:c1:{{{old_key}}}", mapping={"vary": "", "v:": entry.encode()})
@@ -237,8 +238,7 @@ def stalled_client(port: int, raw_target: str) -> socket.socket:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
-    sock.sendall(f"GET {raw_target} HTTP/1.1\r\nHost: api.example\r\nConnection: close\r\n\r\n"
-                 .encode())
+    sock.sendall(f"GET {raw_target} HTTP/1.1\r\nHost: api.example\r\nConnection: close\r\n\r\n".encode())
     return sock
 
 
@@ -260,8 +260,14 @@ def test_a_leader_that_stops_reading_cannot_hold_collapsed_followers_beyond_the_
 ) -> None:
     # (Writing 12 MiB to Redis takes longer than the default 0.25 s command deadline.)
     slow_redis = {"REDIS_COMMAND_TIMEOUT": "10"} if "REDIS_URL" in store_env else {}
-    gw = start({**store_env, **slow_redis, "GATEWAY_CACHE_LOCK_TIMEOUT": "30",
-                "GATEWAY_CACHE_MAX_OBJECT_BYTES": str(32 * MiB)})
+    gw = start(
+        {
+            **store_env,
+            **slow_redis,
+            "GATEWAY_CACHE_LOCK_TIMEOUT": "30",
+            "GATEWAY_CACHE_MAX_OBJECT_BYTES": str(32 * MiB),
+        }
+    )
     url = target("hostage", "max-age=60", size=str(BIG), length="1", delay="1")
     leader = stalled_client(gw.port, url)
     try:
@@ -297,9 +303,13 @@ def test_many_concurrent_large_misses_with_stalled_clients_stay_within_the_tee_b
     would read and hold all 96 MiB for them; with an 8 MiB budget one is teed, the rest stream
     unstored at their clients' pace, and the peak RSS grows by a bounded amount."""
     size, clients = 8 * MiB, 12
-    gw = start({"GATEWAY_CACHE_TEE_BYTES": str(size),
-                "GATEWAY_CACHE_MEMORY_BYTES": str(32 * MiB),
-                "GATEWAY_CACHE_MAX_OBJECT_BYTES": str(16 * MiB)})
+    gw = start(
+        {
+            "GATEWAY_CACHE_TEE_BYTES": str(size),
+            "GATEWAY_CACHE_MEMORY_BYTES": str(32 * MiB),
+            "GATEWAY_CACHE_MAX_OBJECT_BYTES": str(16 * MiB),
+        }
+    )
     assert gw.proc is not None
     pid = gw.proc.pid
 
@@ -314,8 +324,9 @@ def test_many_concurrent_large_misses_with_stalled_clients_stay_within_the_tee_b
     try:
         for i in range(clients):
             stalled.append(stalled_client(gw.port, big(f"rss{i}")))
-        poll(lambda: True if all(upstream.hits[f"/cache/rss{i}"] for i in range(clients))
-             else None, timeout=30)
+        poll(
+            lambda: True if all(upstream.hits[f"/cache/rss{i}"] for i in range(clients)) else None, timeout=30
+        )
         time.sleep(3.0)  # time enough to read (and, unbounded, hold) most of the answers
         with httpx.Client(base_url=gw.url, headers=SITE, timeout=30) as client:
             refused = client.get(big("late"))

@@ -17,8 +17,13 @@ from tests.support.redis_server import env_without_redis, free_port, stop_proces
 class GatewayProcess:
     def __init__(self, env: Mapping[str, str], *, port: int | None = None) -> None:
         self.port = port or free_port()
-        self.env = {**env_without_redis(), "GATEWAY_HOST": "127.0.0.1",
-                    "GATEWAY_PORT": str(self.port), "GATEWAY_LOG_LEVEL": "info", **env}
+        self.env = {
+            **env_without_redis(),
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(self.port),
+            "GATEWAY_LOG_LEVEL": "info",
+            **env,
+        }
         self.log_path = Path(tempfile.mkstemp(prefix="gw-log-", suffix=".txt")[1])
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -31,5 +31,5 @@ def _dechunk(data: bytes) -> bytes:
         if size == 0:
             break
         out += data[:size]
-        data = data[size + 2:]
+        data = data[size + 2 :]
     return out

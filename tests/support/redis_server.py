@@ -48,8 +48,19 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         args = [
-            server_binary(), "--port", str(self.port), "--bind", self.host,
-            "--save", "", "--appendonly", "no", "--dir", self.dir, "--protected-mode", "no",
+            server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            self.host,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.dir,
+            "--protected-mode",
+            "no",
             *self.extra_args,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -71,8 +71,13 @@ class LocalCluster:
         try:
             for _ in range(self.masters):
                 server = RedisServer(
-                    "--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
-                    "--cluster-config-file", "nodes.conf", port=cluster_port(),
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    port=cluster_port(),
                 )
                 self.servers.append(server.start())
             self._form()
@@ -86,9 +91,7 @@ class LocalCluster:
         try:
             share = SLOTS // len(clients) + 1
             for i, node in enumerate(clients):
-                command(
-                    node, "CLUSTER", "ADDSLOTSRANGE", i * share, min((i + 1) * share, SLOTS) - 1
-                )
+                command(node, "CLUSTER", "ADDSLOTSRANGE", i * share, min((i + 1) * share, SLOTS) - 1)
                 command(node, "CLUSTER", "SET-CONFIG-EPOCH", i + 1)
             for server in self.servers[1:]:
                 command(clients[0], "CLUSTER", "MEET", server.host, server.port)
@@ -142,7 +145,8 @@ class SentinelProcess:
     def start(self) -> SentinelProcess:
         self.proc = subprocess.Popen(
             [server_binary(), str(self.conf), "--sentinel"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_until(self.ping, 10, "a sentinel did not start")
         return self
@@ -187,9 +191,7 @@ class LocalSentinel:
             self.replica.start()
             wait_until(lambda: _link_up(self.replica), 10, "the replica did not sync")
             quorum = self.count // 2 + 1
-            self.sentinels = [
-                SentinelProcess(self.master.port, quorum).start() for _ in range(self.count)
-            ]
+            self.sentinels = [SentinelProcess(self.master.port, quorum).start() for _ in range(self.count)]
             wait_until(self._sentinels_see_replica, 15, "sentinels did not discover the replica")
         except BaseException:
             self.close()
@@ -215,8 +217,11 @@ class LocalSentinel:
         """Stop the master and wait until the sentinels have promoted the replica."""
         old, new = self.master, self.replica
         old.stop()
-        wait_until(lambda: self.master_port() == new.port and _is_master(new), timeout,
-                   "the sentinels did not promote the replica")
+        wait_until(
+            lambda: self.master_port() == new.port and _is_master(new),
+            timeout,
+            "the sentinels did not promote the replica",
+        )
         self.master, self.replica = new, old
 
     def close(self) -> None:

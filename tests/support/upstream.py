@@ -85,8 +85,7 @@ class RecordingUpstream:
             digest.update(message.get("body", b""))
             size += len(message.get("body", b""))
             more = message.get("more_body", False)
-        seen = Seen(scope["method"], scope["raw_path"], scope["query_string"],
-                    list(scope["headers"]), size)
+        seen = Seen(scope["method"], scope["raw_path"], scope["query_string"], list(scope["headers"]), size)
         self.requests.append(seen)
         self.hits[path] += 1
 
@@ -96,18 +95,30 @@ class RecordingUpstream:
 
         if path.startswith("/echo"):
             doc = {
-                "method": seen.method, "raw_path": seen.raw_path.decode("latin-1"),
+                "method": seen.method,
+                "raw_path": seen.raw_path.decode("latin-1"),
                 "query": seen.query.decode("latin-1"),
                 "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in seen.headers],
-                "body_len": size, "sha256": digest.hexdigest(),
+                "body_len": size,
+                "sha256": digest.hexdigest(),
             }
-            await answer(200, json.dumps(doc).encode(), [(b"content-type", b"application/json"),
-                                                          (b"cache-control", b"no-store")])
+            await answer(
+                200,
+                json.dumps(doc).encode(),
+                [(b"content-type", b"application/json"), (b"cache-control", b"no-store")],
+            )
         elif path == "/big":
             total = int(params.get("size", "0"))
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", b"application/octet-stream"),
-                (b"content-length", str(total).encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"application/octet-stream"),
+                        (b"content-length", str(total).encode()),
+                    ],
+                }
+            )
             chunk = b"x" * 65536
             while total > 0:
                 piece = chunk[: min(total, len(chunk))]
@@ -115,12 +126,12 @@ class RecordingUpstream:
                 await send({"type": "http.response.body", "body": piece, "more_body": total > 0})
         elif path == "/stream":
             count, interval = int(params.get("chunks", "10")), float(params.get("interval", "0.1"))
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"text/plain")]})
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+            )
             gone = asyncio.ensure_future(receive())  # uvicorn reports a closed peer here only
             for i in range(count):
-                await send({"type": "http.response.body", "body": b"chunk %d\n" % i,
-                            "more_body": True})
+                await send({"type": "http.response.body", "body": b"chunk %d\n" % i, "more_body": True})
                 await asyncio.sleep(interval)
                 if gone.done():
                     self.abandoned.append(i)
@@ -135,10 +146,15 @@ class RecordingUpstream:
         elif path.startswith("/cache/"):
             await self._cache(path, params, seen, answer)
         else:
-            await answer(200, b"ok", [(b"content-type", b"text/plain"),
-                                      (b"date", b"Mon, 01 Jan 2024 00:00:00 GMT"),
-                                      (b"server", b"recording-upstream")])
-
+            await answer(
+                200,
+                b"ok",
+                [
+                    (b"content-type", b"text/plain"),
+                    (b"date", b"Mon, 01 Jan 2024 00:00:00 GMT"),
+                    (b"server", b"recording-upstream"),
+                ],
+            )
 
     async def _cache(self, path: str, params: dict[str, str], seen: Seen, answer: Any) -> None:
         count = self.hits[path]
@@ -174,10 +190,17 @@ class UpstreamServer:
 
     def __init__(self) -> None:
         self.app = RecordingUpstream(port=free_port())
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.app.port,
-                                log_level="warning", access_log=False, lifespan="on",
-                                date_header=False, server_header=False,
-                                http="h11")  # h11 accepts any method token
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.app.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            date_header=False,
+            server_header=False,
+            http="h11",
+        )  # h11 accepts any method token
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
