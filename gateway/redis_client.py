@@ -131,7 +131,12 @@ async def close_redis(client: RedisClient) -> None:
     too: the client does not own those, so they stayed open after aclose()."""
     await client.aclose()
     if isinstance(client, Redis) and isinstance(client.connection_pool, SentinelConnectionPool):
-        await client.connection_pool.sentinel_manager.aclose()
+        manager = client.connection_pool.sentinel_manager
+        if hasattr(manager, "aclose"):
+            await manager.aclose()
+        else:  # redis-py before 5.? has no Sentinel.aclose(): close each sentinel's client
+            for sentinel in manager.sentinels:
+                await sentinel.aclose()
 
 
 def create_pipeline(client: RedisClient, settings: RedisSettings) -> AutoPipeline:

@@ -34,8 +34,17 @@ PURE = [
 FRAMEWORKS = ("starlette", "httpx", "aiohttp", "redis", "uvicorn")
 
 
+def parse(path: Path) -> ast.Module:
+    """ast.parse, once more on CPython 3.11's spurious "AST constructor recursion depth
+    mismatch" SystemError (python/cpython#106905), seen when a long test session ran first."""
+    try:
+        return ast.parse(path.read_text())
+    except SystemError:
+        return ast.parse(path.read_text())
+
+
 def imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
+    tree = parse(path)
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -107,7 +116,7 @@ def import_graph() -> dict[str, set[str]]:
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         found: set[str | None] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(parse(path)):
             if isinstance(node, ast.Import):
                 found |= {known(alias.name) for alias in node.names}
             elif isinstance(node, ast.ImportFrom):
